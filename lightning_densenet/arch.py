@@ -137,7 +137,8 @@ def resolve_arch(arch: str | DenseNetConfig | Mapping[str, Any]) -> DenseNetConf
         unknown = sorted(set(arch) - known)
         if unknown:
             raise UserError(
-                f"Unknown DenseNet field(s) {', '.join(unknown)}: the fields are {', '.join(known)}."
+                f"Unknown DenseNet field(s) {', '.join(unknown)}: "
+                f"the fields are {', '.join(sorted(known))}."
             )
         return DenseNetConfig(**arch)
     raise UserError(f"Cannot read a DenseNet architecture from {type(arch).__name__}.")

@@ -1,6 +1,7 @@
 """DenseNet in plain PyTorch: every variant of the paper, with torchvision's module names.
 
-    features.conv0                                   stem (CIFAR: 3x3; ImageNet: 7x7/2 + norm0/relu0/pool0)
+    features.conv0                                   stem: CIFAR 3x3 conv; ImageNet 7x7/2 conv
+    [features.norm0 .relu0 .pool0]                   + BN-ReLU-MaxPool3x3/2 (ImageNet only)
     features.denseblock{i}.denselayer{j}
         .norm1 .relu1 .conv1 [.drop1]                BN-ReLU-Conv1x1(bn_size*k) with a bottleneck,
         .norm2 .relu2 .conv2 [.drop2]                then BN-ReLU-Conv3x3(k); without one only the
@@ -132,7 +133,9 @@ class DenseNet(nn.Module):
             self.features.add_module(name, module)
 
         channels = config.channels()
-        for i, (n_layers, (c_in, c_out)) in enumerate(zip(config.block_config, channels), 1):
+        for i, (n_layers, (c_in, c_out)) in enumerate(
+            zip(config.block_config, channels, strict=True), 1
+        ):
             block = DenseBlock(config, n_layers, c_in, memory_efficient)
             self.features.add_module(f"denseblock{i}", block)
             if i < len(channels):
