@@ -1,0 +1,5 @@
+import sys
+
+from lightning_densenet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""Learning-rate schedules as step -> multiplier of the peak lr. Framework-free.
+
+`DenseNetClassifier` feeds `lr_factor` to `torch.optim.lr_scheduler.LambdaLR`; the
+TensorFlow reference calls the same function, so both frameworks follow one schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+from lightning_densenet.errors import UserError
+
+Schedule = Literal["step", "cosine", "onecycle", "constant"]
+
+
+def lr_factor(
+    schedule: Schedule,
+    total_steps: int,
+    milestones: tuple[float, ...] = (0.5, 0.75),
+    warmup: float = 0.3,
+) -> Callable[[int], float]:
+    """Multiplier of the peak lr at optimiser step `step` of `total_steps`.
+
+    step: /10 at each milestone (fractions of training; the paper: 0.5, 0.75).
+    cosine: half a cosine from 1 to 0. onecycle: linear warm-up from 0.04 over `warmup`
+    of training (torch's OneCycleLR starts at lr/25 too), then half a cosine to 0.
+    """
+    if schedule == "step":
+        bounds = [int(m * total_steps) for m in milestones]
+        return lambda step: 0.1 ** sum(step >= b for b in bounds)
+    if schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    if schedule == "onecycle":
+        # Linear warm-up from lr/25 (torch's OneCycleLR default) then cosine to ~0.
+        peak = max(1, int(warmup * total_steps))
+
+        def onecycle(step: int) -> float:
+            if step < peak:
+                return 0.04 + 0.96 * step / peak
+            t = min(1.0, (step - peak) / max(1, total_steps - peak))
+            return 0.5 * (1 + math.cos(math.pi * t))
+
+        return onecycle
+    if schedule == "constant":
+        return lambda step: 1.0
+    raise UserError(
+        f"model.schedule={schedule!r} is unknown: use step, cosine, onecycle or constant."
+    )

@@ -1,0 +1,227 @@
+"""`python -m lightning_densenet`: fit, validate, test, predict, configs, checkpoints, errors."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_densenet.cli import main
+from lightning_densenet.module import DenseNetClassifier, load_network
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = str(REPO / "configs/debug.yaml")
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _last(rows: list[dict[str, str]], key: str) -> float:
+    return float([r[key] for r in rows if r.get(key)][-1])
+
+
+@pytest.fixture
+def cifar(tmp_path, make_cifar):
+    """Tiny official-format CIFAR-10 (train + test split) written by the test."""
+    return make_cifar(tmp_path / "cifar", "cifar10", n_train=200, n_test=40)
+
+
+def _fit(tmp_path: Path, cifar, *extra: str) -> Path:
+    args = ["fit", "--config", DEBUG, "--data.root", str(cifar.root), "--data.download", "false"]
+    args += ["--data.val_size", "40", "--trainer.default_root_dir", str(tmp_path / "runs")]
+    assert main([*args, *QUIET, *extra]) == 0
+    runs = sorted((tmp_path / "runs/debug").glob("version_*"))
+    return runs[-1]
+
+
+def test_fit_writes_a_complete_run(tmp_path, cifar) -> None:
+    run = _fit(tmp_path, cifar)
+    assert run.name == "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["arch"] == "densenet_tiny" and config["data"]["val_size"] == 40
+    ckpts = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and any(n.startswith("epoch000-val_acc") for n in ckpts)
+    assert list(run.glob("events.out.tfevents.*")), "no TensorBoard event file"
+    rows = _metrics(run)
+    assert 0 <= _last(rows, "val/acc") <= 1 and _last(rows, "train/loss_epoch") > 0
+    assert any(r.get("lr") for r in rows), "the learning-rate monitor logged nothing"
+    # A second run never touches the first.
+    assert _fit(tmp_path, cifar).name == "version_1"
+    assert {p.name for p in (run / "checkpoints").iterdir()} == ckpts
+
+
+def test_test_and_predict_from_a_saved_run(tmp_path, cifar) -> None:
+    run = _fit(tmp_path, cifar)
+    ckpt = str(run / "checkpoints/last.ckpt")
+    common = ["--config", str(run / "config.yaml"), "--ckpt_path", ckpt]
+    common += ["--data.root", str(cifar.root), "--trainer.default_root_dir", str(tmp_path / "runs")]
+    assert main(["test", *common, *QUIET]) == 0
+    test_run = tmp_path / "runs/debug-test/version_0"
+    assert 0 <= _last(_metrics(test_run), "test/acc") <= 1
+    # The same number, recomputed by hand from the checkpoint on the official test split.
+    net = load_network(ckpt)
+    state = torch.load(ckpt, weights_only=False)["ImageDataModule"]
+    mean, std = torch.tensor(state["mean"]).view(3, 1, 1), torch.tensor(state["std"]).view(3, 1, 1)
+    x = (torch.from_numpy(cifar.test_images).permute(0, 3, 1, 2) / 255 - mean) / std
+    with torch.no_grad():
+        acc = (net(x).argmax(1) == torch.from_numpy(cifar.test_labels)).float().mean().item()
+    assert _last(_metrics(test_run), "test/acc") == pytest.approx(acc, abs=1e-6)
+
+    assert main(["predict", *common, *QUIET]) == 0
+    with (tmp_path / "runs/debug-predict/version_0/predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40
+    assert rows[0]["class"] == cifar.classes[int(rows[0]["label"])]
+    assert all(0 < float(r["confidence"]) <= 1 for r in rows)
+
+
+def test_validate_subcommand(tmp_path, cifar) -> None:
+    run = _fit(tmp_path, cifar)
+    args = [
+        "validate",
+        "--config",
+        str(run / "config.yaml"),
+        "--ckpt_path",
+        str(run / "checkpoints/last.ckpt"),
+    ]
+    args += ["--data.root", str(cifar.root), "--trainer.default_root_dir", str(tmp_path / "runs")]
+    assert main([*args, *QUIET]) == 0
+    assert 0 <= _last(_metrics(tmp_path / "runs/debug-validate/version_0"), "val/acc") <= 1
+
+
+def test_compiled_run_checkpoint_loads_uncompiled(tmp_path, cifar) -> None:
+    run = _fit(tmp_path, cifar, "--model.compile", "true", "--trainer.limit_train_batches", "2")
+    ckpt = run / "checkpoints/last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["hyper_parameters"]["compile"] is True
+    assert not any("_orig_mod" in k for k in state["state_dict"])
+    module = DenseNetClassifier("densenet_tiny", num_classes=10, compile=False)
+    module.load_state_dict(state["state_dict"], strict=True)
+
+
+def test_print_config(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", DEBUG, "--print_config"])
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["arch"] == "densenet_tiny"
+    assert config["data"]["dataset"] == "cifar10" and config["checkpoint"]["monitor"] == "val/acc"
+    assert config["trainer"]["max_epochs"] == 1
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_parses(config: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["arch"]
+
+
+def test_architecture_fields_in_yaml(tmp_path, cifar) -> None:
+    arch = "{growth_rate: 4, block_config: [1, 2], bottleneck: false, compression: 1.0}"
+    run = _fit(tmp_path, cifar, "--model.arch", arch)
+    hparams = torch.load(run / "checkpoints/last.ckpt", weights_only=False)["hyper_parameters"]
+    assert hparams["arch"]["block_config"] == [1, 2]
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Runs the CLI in this process; it must fail with exit 2 and one `error:` line."""
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+def test_offline_download_fails_in_one_sentence(tmp_path) -> None:
+    # The real entry point, in a subprocess: exit code 2 and one line, no traceback.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_densenet",
+            "fit",
+            "--config",
+            DEBUG,
+            "--data.root",
+            str(tmp_path / "none"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "Downloading cifar10" in lines[0] and "--data.root" in lines[0]
+
+
+def test_bad_input_errors(tmp_path, cifar, capsys) -> None:
+    base = ["fit", "--config", DEBUG, "--data.root", str(cifar.root), "--data.download", "false"]
+    base += ["--trainer.default_root_dir", str(tmp_path / "runs")]
+    line = _error_line(capsys, *base, "--model.arch", "densenet_7")
+    assert "Unknown DenseNet preset 'densenet_7'" in line
+    line = _error_line(capsys, *base, "--data.val_size", "5000")
+    assert "val_size" in line
+    line = _error_line(capsys, *base, "--data.dataset", "imagefolder")
+    assert "train/<class>" in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_wrong_checkpoints_are_refused_and_kept(tmp_path, cifar, make_cifar, capsys) -> None:
+    run = _fit(tmp_path, cifar)
+    ckpt = run / "checkpoints/last.ckpt"
+    before = ckpt.read_bytes()
+    base = ["test", "--config", str(run / "config.yaml"), "--data.root", str(cifar.root)]
+    base += ["--trainer.default_root_dir", str(tmp_path / "runs")]
+    # LightningCLI rebuilds the model from the checkpoint's hyperparameters, so what can
+    # still disagree is the data: 100 CIFAR-100 classes for a 10-class classifier.
+    c100 = make_cifar(tmp_path / "c100", "cifar100", n_train=60, n_test=20)
+    other_data = [
+        "--data.dataset",
+        "cifar100",
+        "--data.root",
+        str(c100.root),
+        "--data.val_size",
+        "10",
+    ]
+    line = _error_line(capsys, *base, "--ckpt_path", str(ckpt), *other_data)
+    assert "does not fit this model and data" in line and "classifier.weight" in line
+    line = _error_line(capsys, *base, "--ckpt_path", str(tmp_path / "missing.ckpt"))
+    assert "does not exist" in line
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    line = _error_line(capsys, *base, "--ckpt_path", str(garbage))
+    assert "not a readable Lightning checkpoint" in line
+    assert ckpt.read_bytes() == before
+
+
+def test_real_data_learns(tmp_path, cifar10_jpeg_tar, image_cache) -> None:
+    """A few epochs of densenet_tiny on 6,000 real CIFAR-10 images beat chance (10%) clearly."""
+    args = ["fit", "--config", DEBUG, "--data.dataset", "imagefolder"]
+    args += ["--data.root", str(cifar10_jpeg_tar), "--data.cache_dir", str(image_cache)]
+    args += [
+        "--data.max_train_images",
+        "6000",
+        "--data.val_size",
+        "1000",
+        "--data.batch_size",
+        "64",
+    ]
+    args += ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "null"]
+    args += ["--trainer.limit_val_batches", "null", "--model.schedule", "onecycle"]
+    args += ["--model.lr", "0.2", "--trainer.default_root_dir", str(tmp_path / "runs")]
+    assert main([*args, *QUIET]) == 0
+    rows = _metrics(tmp_path / "runs/debug/version_0")
+    val_acc = _last(rows, "val/acc")
+    print(f"densenet_tiny, 3 epochs on 6,000 images: val/acc = {val_acc:.3f}")
+    assert val_acc > 0.25

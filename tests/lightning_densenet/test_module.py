@@ -1,0 +1,95 @@
+"""The LightningModule on its own: loss, metrics, optimisers, schedules, compile."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_densenet import UserError
+from lightning_densenet.module import DenseNetClassifier, load_network
+from lightning_densenet.schedules import lr_factor
+
+
+def test_step_schedule_divides_by_ten_at_milestones() -> None:
+    f = lr_factor("step", 100, (0.5, 0.75))
+    assert [f(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+
+
+def test_cosine_and_onecycle_shapes() -> None:
+    cos = lr_factor("cosine", 100)
+    assert cos(0) == 1 and cos(50) == pytest.approx(0.5) and cos(100) == pytest.approx(0)
+    one = lr_factor("onecycle", 100, warmup=0.3)
+    assert one(0) == pytest.approx(0.04) and one(30) == pytest.approx(1)
+    assert one(15) == pytest.approx(0.52) and one(100) == pytest.approx(0, abs=1e-12)
+    assert all(one(s) >= one(s + 1) for s in range(30, 100))
+    assert lr_factor("constant", 10)(7) == 1
+
+
+def test_unknown_schedule_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="model.schedule='linear' is unknown"):
+        lr_factor("linear", 10)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": 0}, "model.lr=0 is invalid"),
+        ({"milestones": (0.75, 0.5)}, "must be increasing fractions"),
+        ({"label_smoothing": 1.0}, "label_smoothing=1.0 must lie in"),
+        ({"arch": "resnet50"}, "Unknown DenseNet preset 'resnet50'"),
+    ],
+)
+def test_bad_hyperparameters(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        DenseNetClassifier(**kwargs)
+
+
+def test_top5_only_with_many_classes() -> None:
+    assert not hasattr(DenseNetClassifier("densenet_tiny", num_classes=10), "val_acc5")
+    assert hasattr(DenseNetClassifier("densenet_tiny", num_classes=100), "val_acc5")
+
+
+def _fit(tmp_path, **kwargs) -> tuple[pl.Trainer, DenseNetClassifier]:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    module = DenseNetClassifier("densenet_tiny", num_classes=10, **kwargs)
+    trainer = pl.Trainer(
+        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )
+    trainer.fit(module, loader, loader)
+    return trainer, module
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_lr_follows_the_schedule_per_step(tmp_path, optimizer: str) -> None:
+    trainer, _ = _fit(tmp_path, optimizer=optimizer, lr=0.05, schedule="cosine")
+    opt = trainer.optimizers[0]
+    assert type(opt).__name__ == {"sgd": "SGD", "adamw": "AdamW"}[optimizer]
+    total = trainer.estimated_stepping_batches  # 2 epochs x 4 batches
+    assert total == 8 and trainer.global_step == 8
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi)))
+    assert "val/loss" in trainer.callback_metrics and "train/acc" in trainer.callback_metrics
+
+
+def test_compiled_checkpoint_loads_uncompiled_strict(tmp_path) -> None:
+    trainer, module = _fit(tmp_path, compile=True)
+    assert module.compiled
+    path = tmp_path / "compiled.ckpt"
+    trainer.save_checkpoint(path)
+    keys = torch.load(path, weights_only=False)["state_dict"].keys()
+    assert not any("_orig_mod" in k for k in keys)
+    net = load_network(str(path))
+    reference = DenseNetClassifier("densenet_tiny", num_classes=10).model
+    reference.load_state_dict(module.model.state_dict(), strict=True)
+    x = torch.randn(4, 3, 32, 32)
+    module.model.eval()
+    reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), reference(x))
+        torch.testing.assert_close(module.model(x), reference(x), rtol=1e-4, atol=1e-5)
