@@ -30,7 +30,7 @@ def test_cosine_and_onecycle_shapes() -> None:
 
 
 def test_unknown_schedule_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="model.schedule='linear' is unknown"):
+    with pytest.raises(UserError, match=r"model\.schedule='linear' is unknown"):
         lr_factor("linear", 10)  # type: ignore[arg-type]
 
 
