@@ -7,7 +7,6 @@ TensorBoard events, `metrics.csv`, `checkpoints/` (best by val/acc, and last), a
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 import warnings
@@ -16,40 +15,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+from lightning_densenet.callbacks import PredictionWriter, TrainThroughput
 from lightning_densenet.data import ImageDataModule
 from lightning_densenet.errors import UserError
 from lightning_densenet.module import DenseNetClassifier
-
-
-class PredictionWriter(BasePredictionWriter):
-    """Writes `predictions.csv` (index, label, class, confidence) into the run directory."""
-
-    def __init__(self) -> None:
-        super().__init__(write_interval="epoch")
-
-    def write_on_epoch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        predictions: Any,
-        batch_indices: Any,
-    ) -> None:
-        classes = getattr(trainer.datamodule, "classes", None)
-        labels = torch.cat([p["label"] for p in predictions]).tolist()
-        confidence = torch.cat([p["confidence"] for p in predictions]).tolist()
-        path = Path(trainer.log_dir or ".") / "predictions.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["index", "label", "class", "confidence"])
-            for i, (label, conf) in enumerate(zip(labels, confidence, strict=True)):
-                name = classes[label] if classes else ""
-                writer.writerow([i, label, name, f"{conf:.6f}"])
-        print(f"Wrote {len(labels)} predictions to {path}")
 
 
 class DenseNetCLI(LightningCLI):
@@ -67,6 +40,7 @@ class DenseNetCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(TrainThroughput, "throughput")
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         config = self.config[self.subcommand]

@@ -53,6 +53,7 @@ def test_fit_writes_a_complete_run(tmp_path, cifar) -> None:
     rows = _metrics(run)
     assert 0 <= _last(rows, "val/acc") <= 1 and _last(rows, "train/loss_epoch") > 0
     assert any(r.get("lr") for r in rows), "the learning-rate monitor logged nothing"
+    assert _last(rows, "train/images_per_sec") > 0 and _last(rows, "train/epoch_time_s") > 0
     # A second run never touches the first.
     assert _fit(tmp_path, cifar).name == "version_1"
     assert {p.name for p in (run / "checkpoints").iterdir()} == ckpts
@@ -225,3 +226,13 @@ def test_real_data_learns(tmp_path, cifar10_jpeg_tar, image_cache) -> None:
     val_acc = _last(rows, "val/acc")
     print(f"densenet_tiny, 3 epochs on 6,000 images: val/acc = {val_acc:.3f}")
     assert val_acc > 0.25
+
+
+def test_bf16_mixed_precision_on_cpu(tmp_path, cifar) -> None:
+    run = _fit(
+        tmp_path, cifar, "--trainer.precision", "bf16-mixed", "--model.channels_last", "true"
+    )
+    rows = _metrics(run)
+    assert 0 < _last(rows, "train/loss_epoch") < 10 and 0 <= _last(rows, "val/acc") <= 1
+    state = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    assert state["state_dict"]["model.classifier.weight"].dtype == torch.float32  # fp32 master
