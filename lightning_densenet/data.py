@@ -338,6 +338,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches and normalise all of them, on the batch's device."""
+        if not isinstance(batch, (tuple, list)):
+            return batch  # the model summary's example input, already a float tensor
         images, labels = batch
         trainer = self.trainer  # None when used without a Trainer
         if self.augment and trainer is not None and trainer.training:

@@ -16,7 +16,7 @@ from lightning_densenet.module import DenseNetClassifier, load_network
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = str(REPO / "configs/debug.yaml")
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+QUIET = ["--trainer.enable_progress_bar", "false"]
 
 
 def _metrics(run: Path) -> list[dict[str, str]]:
