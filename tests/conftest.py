@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Triton's library segfaults when it loads into a process that already holds TensorFlow;
+# loaded first, both work. One pytest run holds both frameworks, whatever the test order.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 # The repo root's parent holds shared/ (see shared/data/README.md).
 CIFAR10_JPEG_TAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg-train.tar.gz"
