@@ -7,7 +7,7 @@ quoted for the frameworks' agreement.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 # isort: off
 import tf_reference  # noqa: F401  (first: loads Triton ahead of TensorFlow, see its __init__)
@@ -16,11 +16,6 @@ import keras
 # isort: on
 import pytest
 import torch
-
-# These tests compare numbers, not speed. On a machine whose cores are shared, PyTorch's
-# OpenMP threads wait on each other when another process holds a core (30x slower here
-# with 2 threads than with 1), so PyTorch runs on one thread.
-torch.set_num_threads(1)
 
 _WORST: dict[str, tuple[float, str]] = {}
 
@@ -37,6 +32,17 @@ def record() -> Callable[[str, float, str], None]:
         _WORST[check] = (max(worst, value), tolerance)
 
     return record
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_torch_thread() -> Iterator[None]:
+    # These tests compare numbers, not speed. On a machine whose cores are shared, PyTorch's
+    # OpenMP threads wait on each other when another process holds a core (30x slower here
+    # with 2 threads than with 1), so PyTorch runs on one thread here, and only here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
