@@ -160,7 +160,8 @@ def _tf_step(arch: str, how: str, batch_size: int, threads: int) -> tuple[Step, 
     import tensorflow as tf
 
     import tf_reference
-    from tf_reference.train import L2SGD, TrainStep, compile_step, configure_threads
+    from tf_reference.optim import L2SGD
+    from tf_reference.train import TrainStep, compile_step, configure_threads
 
     configure_threads(threads)
     keras.utils.set_random_seed(0)

@@ -222,7 +222,7 @@ def test_sgd_formulas_agree_over_several_steps(record) -> None:
     SGD fed gradient + wd * w (the same while lr is constant: Keras' velocity is -lr times
     PyTorch's buffer); and the TF reference's training optimiser. Keras' own weight_decay
     is decoupled (not L2) and does differ."""
-    from tf_reference.train import L2SGD
+    from tf_reference.optim import L2SGD
 
     rng = np.random.default_rng(0)
     w0 = rng.standard_normal((3, 5)).astype(np.float32)

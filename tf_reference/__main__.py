@@ -21,7 +21,8 @@ import yaml
 
 from lightning_densenet.errors import UserError
 
-_MODES = ("eager", "function", "loop", "xla", "fit", "fit-xla", "fit-eager")  # train.MODES
+# train.MODES, copied so that --help does not import TensorFlow (a test holds them equal).
+_MODES = ("eager", "function", "loop", "xla", "fit", "fit-xla", "fit-eager")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +134,8 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], command: str) -> i
         out = write_trace(exp, logdir, mode=args.mode, profiler=args.profile, **shape)
         print(f"Wrote the {args.mode} train step's trace to {out}: tensorboard --logdir {out}")
     else:
-        from tf_reference.train import MODES, benchmark_modes, markdown_table
+        from tf_reference.bench import benchmark_modes, markdown_table
+        from tf_reference.train import MODES
 
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         if unknown := [m for m in modes if m not in MODES]:

@@ -22,14 +22,8 @@ import tensorflow as tf
 from lightning_densenet.errors import UserError
 from tf_reference.config import Experiment
 from tf_reference.data import Splits, load_splits, train_batches
-from tf_reference.train import (
-    ModelKind,
-    TrainStep,
-    build_network,
-    compile_step,
-    make_optimizer,
-    next_version,
-)
+from tf_reference.optim import make_optimizer
+from tf_reference.train import ModelKind, TrainStep, build_network, compile_step, next_version
 
 TRACE_NAME = "train_step"
 

@@ -9,24 +9,24 @@
     fit-xla    Keras `compile(jit_compile=True)` + `fit`
     fit-eager  Keras `compile(run_eagerly=True)` + `fit`: Keras' loop without any graph
 
-Every mode uses the same network, data, optimiser and schedule: SGD with Nesterov momentum
-and the L2 term added to the gradient, PyTorch's convention (`L2SGD`, not Keras' decoupled
-`weight_decay`), and the learning rate of `lightning_densenet.schedules.lr_factor`, step by
-step. On the same seed they follow the same trajectory up to float rounding.
+Every mode uses the same network, data, loss, optimiser and schedule (`tf_reference.optim`):
+SGD with Nesterov momentum and the L2 term added to the gradient, PyTorch's convention
+(`L2SGD`, not Keras' decoupled `weight_decay`), and the learning rate of
+`lightning_densenet.schedules.lr_factor`, step by step. On the same seed they follow the same
+trajectory up to float rounding.
 
 A run writes `runs/tf/<experiment>/<mode>/version_N/`: config.yaml, TensorBoard scalars,
 `checkpoints/` (tf.train.Checkpoint of model and optimiser, each epoch), best.weights.h5 (by
 val acc), model.weights.h5 (last) and metrics.json. Throughput excludes the first step, whose
-time (tracing and compilation, plus one step) is reported apart.
+time (tracing and compilation, plus one step) is reported apart; `tf_reference.bench` times
+the modes against each other.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -40,9 +40,9 @@ import yaml
 
 from lightning_densenet.arch import DenseNetConfig
 from lightning_densenet.errors import UserError
-from lightning_densenet.schedules import lr_factor
 from tf_reference.config import Experiment
 from tf_reference.data import Splits, eval_batches, load_splits, steps_per_epoch, train_batches
+from tf_reference.optim import cross_entropy, make_optimizer
 
 Mode = Literal["eager", "function", "loop", "xla", "fit", "fit-xla", "fit-eager"]
 ModelKind = Literal["densenet", "cnn", "mlp"]
@@ -53,7 +53,7 @@ _XLA_MODES = ("xla", "fit-xla")
 _EAGER_MODES = ("eager", "fit-eager")
 
 
-# --- Network, loss, optimiser ---------------------------------------------------------------
+# --- Network --------------------------------------------------------------------------------
 
 
 def build_network(
@@ -78,88 +78,6 @@ def build_network(
     if model == "mlp":
         return small_models.mlp(num_classes, width or 512, depth or 2, shape)
     raise UserError(f"--model {model!r} is unknown: use one of {', '.join(MODELS)}.")
-
-
-def cross_entropy(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
-    """Per-example cross-entropy (B,) of integer labels, with PyTorch's label smoothing:
-    (1 - eps) * NLL(label) + eps * mean over classes of -log p."""
-    logp = tf.nn.log_softmax(logits)
-    nll = -tf.gather(logp, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
-    if not label_smoothing:
-        return nll
-    return (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(logp, axis=1)
-
-
-class LRTable(keras.optimizers.schedules.LearningRateSchedule):
-    """`peak_lr * factors[step]`: the PyTorch side's schedule, evaluated once per step in Python
-    and looked up in the graph, so both frameworks use the very same numbers."""
-
-    def __init__(self, peak_lr: float, factors: Sequence[float]) -> None:
-        self.peak_lr = float(peak_lr)
-        self.factors = [float(f) for f in factors]
-        self._table = tf.constant(self.factors, tf.float32) * self.peak_lr
-
-    def __call__(self, step: Any) -> tf.Tensor:
-        last = len(self.factors) - 1
-        return tf.gather(self._table, tf.minimum(tf.cast(step, tf.int32), last))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"peak_lr": self.peak_lr, "factors": self.factors}
-
-
-@keras.saving.register_keras_serializable("tf_reference")
-class L2SGD(keras.optimizers.Optimizer):
-    """`torch.optim.SGD` in Keras: the L2 term joins the gradient, momentum multiplies the
-    gradient without the learning rate (so a change of lr acts at once, as in PyTorch):
-
-        g = grad + weight_decay * w
-        b = momentum * b + g
-        w = w - lr * (g + momentum * b)        (nesterov; else w - lr * b)
-    """
-
-    def __init__(
-        self,
-        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 0.1,
-        momentum: float = 0.9,
-        nesterov: bool = True,
-        weight_decay_l2: float = 1e-4,
-        name: str = "l2sgd",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.weight_decay_l2 = float(weight_decay_l2)
-
-    def build(self, variables: list[Any]) -> None:
-        if self.built:
-            return
-        super().build(variables)
-        self.momentums = self.add_optimizer_variables(variables, "momentum")
-
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        lr = tf.cast(learning_rate, variable.dtype)
-        g = tf.cast(gradient, variable.dtype) + self.weight_decay_l2 * variable
-        buf = self.momentums[self._get_variable_index(variable)]
-        self.assign(buf, self.momentum * buf + g)
-        step = g + self.momentum * buf if self.nesterov else buf
-        self.assign_sub(variable, lr * step)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            momentum=self.momentum, nesterov=self.nesterov, weight_decay_l2=self.weight_decay_l2
-        )
-        return config
-
-
-def make_optimizer(exp: Experiment, total_steps: int) -> keras.optimizers.Optimizer:
-    """The experiment's optimiser on the experiment's schedule over `total_steps` steps."""
-    factor = lr_factor(exp.schedule, total_steps, exp.milestones, exp.warmup)
-    lr = LRTable(exp.lr, [factor(s) for s in range(total_steps)])
-    if exp.optimizer == "adamw":  # decoupled decay, as torch.optim.AdamW (and its epsilon)
-        return keras.optimizers.AdamW(lr, weight_decay=exp.weight_decay, epsilon=1e-8)
-    return L2SGD(lr, exp.momentum, exp.nesterov, exp.weight_decay)
 
 
 # --- The step, the loop, evaluation ---------------------------------------------------------
@@ -594,89 +512,6 @@ def next_version(folder: Path) -> Path:
     return folder / f"version_{max(taken, default=-1) + 1}"
 
 
-# --- Comparing modes ------------------------------------------------------------------------
-
-
-def benchmark_modes(
-    exp: Experiment,
-    modes: Sequence[str] = MODES,
-    *,
-    model: ModelKind = "densenet",
-    width: int | None = None,
-    depth: int | None = None,
-    steps: int = 50,
-    repeats: int = 3,
-    splits: Splits | None = None,
-    one_batch: bool = False,
-    log: Callable[[str], None] | None = print,
-) -> list[dict[str, Any]]:
-    """Steady steps/s of each mode, median and range over `repeats` rounds. A round trains
-    every mode afresh for two epochs of `steps` steps, the first a warm-up whose first step
-    (trace/compile) is timed apart, the second timed. Rounds visit the modes in turn
-    (reversed every other round), so a change in the machine's load hits all of them alike.
-    No validation, nothing written; `one_batch` leaves the input pipeline out (see `train`)."""
-    say = log or (lambda _: None)
-    splits = splits or load_splits(exp.data)
-    bench_exp = dataclasses.replace(exp, limit_train_batches=steps, max_epochs=2, max_steps=None)
-    rates: dict[str, list[float]] = {mode: [] for mode in modes}
-    firsts: dict[str, list[float]] = {mode: [] for mode in modes}
-    last: dict[str, dict[str, Any]] = {}
-    for round_ in range(repeats):
-        for mode in modes if round_ % 2 == 0 else modes[::-1]:
-            keras.backend.clear_session()  # the previous round's models and graphs
-            result = train(
-                bench_exp,
-                mode,  # type: ignore[arg-type]
-                model=model,
-                width=width,
-                depth=depth,
-                root_dir=None,
-                validate=False,
-                splits=splits,
-                one_batch=one_batch,
-                log=None,
-            )
-            rates[mode].append(result.history[1]["steps_per_s"])
-            firsts[mode].append(result.metrics["first_step_s"])
-            last[mode] = result.metrics
-        say(f"round {round_ + 1}/{repeats}: " + ", ".join(f"{m} {rates[m][-1]:.1f}" for m in modes))
-    rows = []
-    for mode in modes:
-        median = statistics.median(rates[mode])
-        rows.append(
-            {
-                "mode": mode,
-                "model": model,
-                "params": last[mode]["params"],
-                "first_step_s": statistics.median(firsts[mode]),
-                "steps_per_s": median,
-                "min": min(rates[mode]),
-                "max": max(rates[mode]),
-                "images_per_s": median * exp.data.batch_size,
-                "traces": last[mode]["traces"],
-                "samples": rates[mode],
-            }
-        )
-    return rows
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The rows of `benchmark_modes` as a markdown table, with the speed-up over eager."""
-    eager = next((r["steps_per_s"] for r in rows if r["mode"] == "eager"), None)
-    lines = [
-        "| mode | first step s | steps/s (median) | min-max | images/s | vs eager | traces |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        speedup = f"{r['steps_per_s'] / eager:.2f}x" if eager else "-"
-        traces = "-" if r["traces"] is None else str(r["traces"])
-        lines.append(
-            f"| {r['mode']} | {r['first_step_s']:.2f} | {r['steps_per_s']:.2f} | "
-            f"{r['min']:.2f}-{r['max']:.2f} | {r['images_per_s']:.0f} | {speedup} | {traces} |"
-        )
-    return "\n".join(lines)
-
-
 def configure_threads(threads: int | None) -> None:
     """Pins TensorFlow's thread pools; must run before TensorFlow executes anything."""
     if threads:
@@ -685,23 +520,17 @@ def configure_threads(threads: int | None) -> None:
 
 
 __all__ = [
-    "L2SGD",
     "MODELS",
     "MODES",
-    "LRTable",
     "Throughput",
     "TrainResult",
     "TrainStep",
-    "benchmark_modes",
     "build_network",
     "compile_loop",
     "compile_step",
     "configure_threads",
-    "cross_entropy",
     "evaluate",
     "make_eval_step",
-    "make_optimizer",
-    "markdown_table",
     "next_version",
     "train",
 ]

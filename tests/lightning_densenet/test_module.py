@@ -14,9 +14,7 @@ from lightning_densenet.schedules import lr_factor
 
 def test_step_schedule_divides_by_ten_at_milestones() -> None:
     f = lr_factor("step", 100, (0.5, 0.75))
-    assert [f(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
-        [1, 1, 0.1, 0.1, 0.01, 0.01]
-    )
+    assert [f(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_cosine_and_onecycle_shapes() -> None:
@@ -59,8 +57,12 @@ def _fit(tmp_path, **kwargs) -> tuple[pl.Trainer, DenseNetClassifier]:
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
     module = DenseNetClassifier("densenet_tiny", num_classes=10, **kwargs)
     trainer = pl.Trainer(
-        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu",
+        max_epochs=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
     )
     trainer.fit(module, loader, loader)
     return trainer, module

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import pickle
@@ -25,15 +26,7 @@ from tf_reference.data import (
     train_batches,
 )
 
-ARCHIVE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not ARCHIVE.is_file():
-        pytest.skip(f"real-data test: {ARCHIVE} is absent (the repo's ../shared/data)")
-    return tmp_path_factory.getbasetemp() / "datasets-cache"  # shared by the tf_reference tests
 
 
 def indexed_images(n: int) -> ArrayDataset:
@@ -50,17 +43,10 @@ def image_ids(x: tf.Tensor) -> np.ndarray:
     return raw[:, 0, 0, 0] + 256 * raw[:, 0, 0, 1]
 
 
-def test_splits_are_train_val_split_of_the_real_images(cache_dir: Path) -> None:
-    cfg = DataConfig(
-        dataset="imagefolder",
-        root=str(ARCHIVE),
-        val_size=500,
-        max_train_images=2000,
-        seed=3,
-        cache_dir=str(cache_dir),
-    )
+def test_splits_are_train_val_split_of_the_real_images(real_data: DataConfig) -> None:
+    cfg = dataclasses.replace(real_data, val_size=500, max_train_images=2000, seed=3)
     splits = load_splits(cfg)
-    full = datasets.load_image_folder(ARCHIVE, "train", cache_dir)
+    full = datasets.load_image_folder(real_data.root, "train", real_data.cache_dir)
     train_idx, val_idx = datasets.train_val_split(len(full), 500, 3, 2000)
     np.testing.assert_array_equal(splits.train.images, full.images[train_idx])
     np.testing.assert_array_equal(splits.train.labels, full.labels[train_idx])
@@ -70,14 +56,8 @@ def test_splits_are_train_val_split_of_the_real_images(cache_dir: Path) -> None:
     assert splits.test is None  # the archive has no test/ folder
 
 
-def test_train_batches_have_one_fixed_shape(cache_dir: Path) -> None:
-    cfg = DataConfig(
-        dataset="imagefolder",
-        root=str(ARCHIVE),
-        val_size=0,
-        max_train_images=300,
-        cache_dir=str(cache_dir),
-    )
+def test_train_batches_have_one_fixed_shape(real_data: DataConfig) -> None:
+    cfg = dataclasses.replace(real_data, val_size=0, max_train_images=300)
     splits = load_splits(cfg)
     ds = train_batches(splits.train, 64, splits.mean, splits.std, epochs=2)
     images_spec, labels_spec = ds.element_spec
@@ -138,14 +118,8 @@ def test_training_batches_are_reproducible_with_augmentation() -> None:
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
 
 
-def test_normalisation_standardises_the_training_split(cache_dir: Path) -> None:
-    cfg = DataConfig(
-        dataset="imagefolder",
-        root=str(ARCHIVE),
-        val_size=100,
-        max_train_images=1000,
-        cache_dir=str(cache_dir),
-    )
+def test_normalisation_standardises_the_training_split(real_data: DataConfig) -> None:
+    cfg = dataclasses.replace(real_data, val_size=100, max_train_images=1000)
     splits = load_splits(cfg)
     x = np.concatenate([x for x, _ in eval_batches(splits.train, 256, splits.mean, splits.std)])
     x = x.astype(np.float64)  # float32 sums over 10^6 values lose the 4th decimal

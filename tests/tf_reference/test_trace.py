@@ -11,22 +11,17 @@ from tensorflow.core.protobuf import config_pb2
 
 from lightning_densenet import UserError
 from tf_reference.__main__ import main
-from tf_reference.config import load_experiment
+from tf_reference.config import DataConfig, load_experiment
 from tf_reference.trace import TRACE_NAME, write_trace
-
-ARCHIVE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def data(real_data: DataConfig) -> dict[str, Any]:
     """Config overrides for 64 real images in batches of 16."""
-    if not ARCHIVE.is_file():
-        pytest.skip(f"real-data test: {ARCHIVE} is absent (the repo's ../shared/data)")
-    cache = tmp_path_factory.getbasetemp() / "datasets-cache"  # shared by the tf_reference tests
     return {
-        "data.dataset": "imagefolder",
-        "data.root": str(ARCHIVE),
-        "data.cache_dir": str(cache),
+        "data.dataset": real_data.dataset,
+        "data.root": real_data.root,
+        "data.cache_dir": real_data.cache_dir,
         "data.val_size": 0,
         "data.max_train_images": 64,
         "data.batch_size": 16,

@@ -19,36 +19,28 @@ import tensorflow as tf
 
 from lightning_densenet import PRESETS, UserError
 from lightning_densenet.schedules import lr_factor
-from tf_reference.__main__ import main
+from tf_reference.__main__ import _MODES, main
+from tf_reference.bench import benchmark_modes, markdown_table
 from tf_reference.config import DataConfig, Experiment, load_experiment
 from tf_reference.data import Splits, load_splits, train_batches
+from tf_reference.optim import L2SGD, cross_entropy, make_optimizer
 from tf_reference.train import (
     GRAPH_MODES,
-    L2SGD,
     MODES,
     TrainStep,
-    benchmark_modes,
     build_network,
     compile_loop,
     compile_step,
-    cross_entropy,
-    make_optimizer,
-    markdown_table,
     train,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
 
 
 @pytest.fixture(scope="module")
-def data_config(tmp_path_factory: pytest.TempPathFactory) -> DataConfig:
-    if not ARCHIVE.is_file():
-        pytest.skip(f"real-data test: {ARCHIVE} is absent (the repo's ../shared/data)")
-    return DataConfig(
-        dataset="imagefolder",
-        root=str(ARCHIVE),
-        cache_dir=str(tmp_path_factory.getbasetemp() / "datasets-cache"),
+def data_config(real_data: DataConfig) -> DataConfig:
+    return dataclasses.replace(
+        real_data,
         batch_size=32,
         val_size=64,
         max_train_images=128,  # 4 steps per epoch
@@ -314,6 +306,11 @@ def test_cli_trains_the_densenet_and_reports_errors_in_one_line(
     assert err == "error: model.lr=-1.0 is invalid: use a positive learning rate such as 0.1.\n"
 
 
+def test_the_cli_lists_the_training_modes() -> None:
+    # __main__ keeps its own copy of the mode list, so that --help does not import TensorFlow.
+    assert _MODES == MODES
+
+
 def test_one_batch_training_memorises_the_batch(exp: Experiment, splits: Splits) -> None:
     overfit = dataclasses.replace(exp, max_epochs=5)
     result = train(
@@ -360,7 +357,8 @@ def test_benchmark_rows_and_table(exp: Experiment, splits: Splits) -> None:
 
 
 def test_tf_reference_training_never_imports_torch() -> None:
-    modules = "tf_reference.train, tf_reference.trace, tf_reference.__main__, tf_reference.data"
+    modules = "tf_reference.train, tf_reference.optim, tf_reference.bench, tf_reference.trace, "
+    modules += "tf_reference.__main__, tf_reference.data"
     code = f"import sys, {modules}; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
