@@ -63,6 +63,7 @@ class DenseNetCLI(LightningCLI):
         super().parse_arguments(parser, args)
         # Checked here, before LightningCLI reads the checkpoint's hyperparameters into the
         # model config (a missing or corrupt file would otherwise end in a traceback).
+        self._ckpt_shapes: dict[str, torch.Size] = {}
         subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt or ckpt in ("last", "best", "hpc", "registry"):
@@ -71,8 +72,7 @@ class DenseNetCLI(LightningCLI):
             raise UserError(f"--ckpt_path {ckpt} does not exist: pass a .ckpt written by fit.")
         try:
             state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-            if not isinstance(state.get("state_dict"), dict):
-                raise KeyError("state_dict")
+            self._ckpt_shapes = {k: v.shape for k, v in state["state_dict"].items()}
         except Exception as err:
             raise UserError(
                 f"--ckpt_path {ckpt} is not a readable Lightning checkpoint ({type(err).__name__}):"
@@ -83,11 +83,10 @@ class DenseNetCLI(LightningCLI):
         """A checkpoint that does not fit the model (e.g. trained on CIFAR-10, now given
         CIFAR-100) ends in one sentence, not a state_dict diff from deep inside Lightning.
         LightningCLI has already rebuilt the model from the checkpoint's hyperparameters."""
-        ckpt = self.config_init[self.subcommand].get("ckpt_path")
-        if not ckpt or not Path(ckpt).is_file():
+        saved = self._ckpt_shapes  # read in parse_arguments; empty without --ckpt_path
+        if not saved:
             return
-        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-        saved = {k: v.shape for k, v in state["state_dict"].items()}
+        ckpt = self.config_init[self.subcommand].get("ckpt_path")
         expected = {k: v.shape for k, v in self.model.state_dict().items()}
         for key, shape in expected.items():
             if key not in saved or saved[key] != shape:
