@@ -12,9 +12,7 @@ boundary sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +29,6 @@ from lightning_densenet.errors import UserError
 
 DatasetName = Literal["cifar10", "cifar100", "imagefolder"]
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
-DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation: a stalled connection fails instead of hanging
 
 
 # --- Pure tensor ops -----------------------------------------------------------------------
@@ -91,7 +88,7 @@ def download_cifar(
     root: str | Path,
     name: CifarName,
     *,
-    timeout: float = DOWNLOAD_TIMEOUT_S,
+    timeout: float = datasets.DOWNLOAD_TIMEOUT_S,
     url: str | None = None,
 ) -> None:
     """Download and unpack the official CIFAR archive into `root`, checking its md5.
@@ -104,27 +101,12 @@ def download_cifar(
 
     official = CIFAR10 if name == "cifar10" else CIFAR100
     try:
-        with _socket_timeout(timeout):
+        with datasets.socket_timeout(timeout):  # torchvision's urlopen takes none
             download_and_extract_archive(
                 url or official.url, str(root), filename=official.filename, md5=official.tgz_md5
             )
     except (OSError, RuntimeError) as err:  # URLError, timeouts, md5 mismatch ("corrupted")
-        raise UserError(
-            f"Downloading {name} from {url or official.url} into {root} failed ({err}): point "
-            f"--data.root at a folder holding {datasets.cifar_folder(name)}/, or use "
-            "--data.dataset imagefolder --data.root DIR_OR_TAR."
-        ) from err
-
-
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    # torchvision's urlopen takes no timeout, so it falls back to the process default.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
+        raise datasets.download_failed(name, url or official.url, root, err) from err
 
 
 # --- Batches -------------------------------------------------------------------------------

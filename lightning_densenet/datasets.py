@@ -16,10 +16,12 @@ import hashlib
 import io
 import os
 import pickle
+import socket
 import tarfile
 import tempfile
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -79,6 +81,30 @@ _CIFAR = {
 def cifar_folder(name: CifarName) -> str:
     """The folder the official archive unpacks to, e.g. `cifar-10-batches-py`."""
     return _cifar_files(name).folder
+
+
+DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation: a stalled connection fails instead of hanging
+
+
+@contextmanager
+def socket_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
+    """The process-wide socket timeout for a download whose client takes none of its own
+    (torchvision's urlopen, keras.utils.get_file)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def download_failed(name: CifarName, url: str, root: str | Path, reason: object) -> UserError:
+    """The one sentence both frameworks give when a CIFAR download fails."""
+    return UserError(
+        f"Downloading {name} from {url} into {root} failed ({reason}): point "
+        f"--data.root at a folder holding {cifar_folder(name)}/, or use "
+        "--data.dataset imagefolder --data.root DIR_OR_TAR."
+    )
 
 
 def cifar_is_present(root: str | Path, name: CifarName) -> bool:

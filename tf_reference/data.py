@@ -11,7 +11,6 @@ gives the same batches whatever the parallelism, and epoch e can be rebuilt on i
 
 from __future__ import annotations
 
-import socket
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,6 @@ CIFAR_URLS = {
         "eb9058c3a382ffc7106e4002c42a8d85",
     ),
 }
-DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation: a stalled connection fails instead of hanging
 PAD = 4  # pixels of zero padding before the random crop (the paper's standard augmentation)
 
 Stats = tuple[float, float, float]
@@ -81,24 +79,20 @@ def download_cifar(
     origin, md5 = (origin, md5) if origin else (url, official_md5)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # get_file takes no timeout of its own
     try:
-        archive = keras.utils.get_file(
-            fname=Path(origin).name, origin=origin, file_hash=md5, cache_dir=root, cache_subdir="."
-        )
+        with datasets.socket_timeout():  # get_file takes no timeout of its own
+            archive = keras.utils.get_file(
+                fname=Path(origin).name,
+                origin=origin,
+                file_hash=md5,
+                cache_dir=root,
+                cache_subdir=".",
+            )
         with tarfile.open(archive) as tar:
             tar.extractall(root, filter="data")  # refuses absolute paths and links out of root
     except Exception as err:  # URL, HTTP, checksum and archive errors all mean the same here
         reason = str(err).replace("\n", " ") or type(err).__name__
-        # The PyTorch side's message, word for word.
-        raise UserError(
-            f"Downloading {name} from {origin} into {root} failed ({reason}): point "
-            f"--data.root at a folder holding {datasets.cifar_folder(name)}/, or use "
-            "--data.dataset imagefolder --data.root DIR_OR_TAR."
-        ) from None
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+        raise datasets.download_failed(name, origin, root, reason) from None
     return root / datasets.cifar_folder(name)
 
 
