@@ -1,31 +1,145 @@
-"""Callbacks the CLI adds to every run: training throughput and the predictions file."""
+"""Callbacks the CLI adds to every run: checkpoints (best, last, and last again every few
+minutes), a stop on a non-finite loss, training throughput and the predictions file."""
 
 from __future__ import annotations
 
 import csv
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+
+from lightning_densenet.errors import UserError
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose `last.ckpt` is always the newest state, mid-epoch included.
+
+    Args:
+        last_every_s: also rewrite `last.ckpt` after a training batch once this many seconds
+            have passed since the last save (None: only at epoch ends). A resumed run
+            continues within the epoch (see `data.ResumableLoader`), so a kill loses at most
+            this much training. 300 s costs little even for a large model's checkpoint.
+
+    Lightning 2.6 rewrites `last.ckpt` at an epoch end only when a top-k checkpoint was
+    saved there too; here it is rewritten after every epoch, improved or not.
+    """
+
+    def __init__(self, *args: Any, last_every_s: float | None = 300.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if last_every_s is not None and last_every_s < 0:
+            raise UserError(f"checkpoint.last_every_s={last_every_s} must be 0 or more, or null.")
+        self.last_every_s = last_every_s
+        self._last_save_time = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_save_time = time.monotonic()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.last_every_s is None or not self.save_last:
+            return
+        due = time.monotonic() - self._last_save_time >= self.last_every_s
+        due = trainer.strategy.broadcast(due)  # rank 0 decides: every process must save
+        # The last batch of an epoch is saved at the epoch's end, after validation.
+        if due and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._save_last(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last(trainer)
+
+    def _save_last(self, trainer: pl.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self._last_global_step_saved == trainer.global_step:
+            self._last_save_time = time.monotonic()
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops training with one sentence when the loss, or a weight, is NaN or infinite.
+
+    The loss is checked before the backward pass, so the weights never take a step from a
+    non-finite loss; the weights are checked after each step, before any checkpoint of that
+    step (Lightning runs checkpoint callbacks last), since a finite loss can still step the
+    weights past float32's range. So `last.ckpt` stays the last good state.
+    """
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if not self._all_finite(trainer, finite):
+            value = loss.item() if not finite else "non-finite on another process"
+            self._stop(trainer, f"The training loss became {value} at global step")
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        params = [p.detach() for p in pl_module.parameters()]
+        # The largest |weight| of each tensor: one fused reduction, one host sync.
+        finite = bool(torch.stack(torch._foreach_norm(params, float("inf"))).isfinite().all())
+        if not self._all_finite(trainer, finite):
+            self._stop(trainer, "The weights became NaN or infinite in the update of global step")
+
+    @staticmethod
+    def _all_finite(trainer: pl.Trainer, finite: bool) -> bool:
+        # Every process stops together, or the others would wait for it forever.
+        return trainer.strategy.reduce_boolean_decision(finite, all=True)
+
+    @staticmethod
+    def _stop(trainer: pl.Trainer, what: str) -> NoReturn:
+        ckpt = trainer.checkpoint_callback
+        last = getattr(ckpt, "last_model_path", "") if ckpt is not None else ""
+        kept = f"{last} keeps the last good state" if last else "no checkpoint had been written"
+        step = trainer.global_step if "loss" in what else trainer.global_step - 1
+        raise UserError(
+            f"{what} {step} (epoch {trainer.current_epoch}, batch "
+            f"{trainer.fit_loop.epoch_loop.batch_idx}), so training stopped and {kept}: lower "
+            "--model.lr or check the data, then start again."
+        )
 
 
 class TrainThroughput(Callback):
     """Logs `train/images_per_sec` and `train/epoch_time_s` for each training epoch.
 
     Timed from the first to the last training batch of the epoch, so validation, the
-    sanity check and start-up are left out; with `skip_first_batches` the first batches of
-    the first epoch (torch.compile's compilation, cuDNN autotuning) are left out too.
+    sanity check and start-up are left out; with `skip_first_batches` the first batches the
+    process runs (torch.compile's compilation, cuDNN autotuning; again after a resume) are
+    left out too. A run resumed mid-epoch times the rest of that epoch.
     """
 
     def __init__(self, skip_first_batches: int = 2) -> None:
         self.skip_first_batches = skip_first_batches
-        self._skip, self._images, self._start, self._end = 0, 0, 0.0, 0.0
+        self._batches_run, self._images, self._start, self._end = 0, 0, 0.0, 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch.
+        self._batches_run, self._images, self._start = 0, 0, time.perf_counter()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._skip = self.skip_first_batches if trainer.current_epoch == 0 else 0
         self._images, self._start = 0, time.perf_counter()
 
     def on_train_batch_end(
@@ -36,13 +150,14 @@ class TrainThroughput(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if batch_idx < self._skip - 1:
+        self._batches_run += 1
+        if self._batches_run < self.skip_first_batches:
             return
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         # Validation runs before on_train_epoch_end, so the clock stops at the last batch.
         self._end = time.perf_counter()
-        if batch_idx == self._skip - 1:
+        if self._batches_run == self.skip_first_batches:
             self._start = self._end  # the clock starts after the skipped batches
         else:
             self._images += batch[0].shape[0]
@@ -51,8 +166,11 @@ class TrainThroughput(Callback):
         if self._images == 0:
             return
         seconds = self._end - self._start
-        pl_module.log("train/images_per_sec", self._images / seconds)
-        pl_module.log("train/epoch_time_s", seconds)
+        # With DDP: the images of all processes per second, and the slowest process's time.
+        pl_module.log(
+            "train/images_per_sec", self._images / seconds, sync_dist=True, reduce_fx="sum"
+        )
+        pl_module.log("train/epoch_time_s", seconds, sync_dist=True, reduce_fx="max")
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -68,6 +186,8 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Any,
         batch_indices: Any,
     ) -> None:
+        if not trainer.is_global_zero:
+            return  # with DDP every process predicted every image; one writes them
         classes = getattr(trainer.datamodule, "classes", None)
         labels = torch.cat([p["label"] for p in predictions]).tolist()
         confidence = torch.cat([p["confidence"] for p in predictions]).tolist()

@@ -1,37 +1,102 @@
-"""`python -m lightning_densenet fit|validate|test|predict|convert` through LightningCLI.
+"""`python -m lightning_densenet fit|validate|test|predict|convert|sweep` through LightningCLI.
 
 Each run writes into `runs/<experiment>/version_N/`: the resolved `config.yaml`,
 TensorBoard events, `metrics.csv`, `checkpoints/` (best by val/acc, and last), and for
 `predict` a `predictions.csv`. The experiment name is the config file's stem.
+
+`fit --ckpt_path last` continues the newest run of the experiment that has a
+`checkpoints/last.ckpt`, in that run's folder (`last_or_fresh`: or starts a new run when
+there is none); `fit --ckpt_path RUN/checkpoints/last.ckpt` continues RUN. Checkpoints are
+written atomically (`checkpointing.AtomicCheckpointIO`) and `last.ckpt` also every
+`--checkpoint.last_every_s` seconds within an epoch.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.strategies import ParallelStrategy
 
-from lightning_densenet.callbacks import PredictionWriter, TrainThroughput
+from lightning_densenet.callbacks import (
+    PredictionWriter,
+    RunCheckpoint,
+    StopOnNonFiniteLoss,
+    TrainThroughput,
+)
+from lightning_densenet.checkpointing import (
+    AppendingCSVLogger,
+    AtomicCheckpointIO,
+    find_last_run,
+    first_logged_step,
+    versions,
+)
 from lightning_densenet.data import ImageDataModule
+from lightning_densenet.datasets import default_cache_dir
 from lightning_densenet.errors import UserError
 from lightning_densenet.module import DenseNetClassifier
 
 
+class _OneLineErrorParser(LightningArgumentParser):
+    """A bad option or config key ends in one `error:` line, not the whole usage text."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse trying alternatives: let it go on
+            super().error(message, ex)
+        prog = self.prog.replace(" [options]", "")
+        sys.stderr.write(f"error: {_condense(str(message))} (see {prog} --help).\n")
+        self.exit(2)
+
+
+def _condense(message: str) -> str:
+    """jsonargparse's multi-line report of a bad value, as one sentence."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    # A union type lists why each alternative failed; ours (a UserError) says the most.
+    ours = [x[2:] for x in lines if x.startswith("- ") and not x.startswith("- Expected a <")]
+    if ours:
+        return ours[0]
+    key = re.match(r'Parser key "([^"]+)":', lines[0]) if lines else None
+    given = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("Given value:")), None)
+    if key and given is not None:
+        types = re.findall(r"Expected a <class '([\w.]+)'>", message)
+        expected = " or ".join(dict.fromkeys("null" if t == "NoneType" else t for t in types))
+        return f"{key.group(1)}={given} is invalid" + (f": give {expected}" if expected else "")
+    return " ".join(lines)
+
+
 class DenseNetCLI(LightningCLI):
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        self.parser_class = _OneLineErrorParser
+        return super().init_parser(**kwargs)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # a UserError of a union-typed value, as jsonargparse reports it
+            if "Does not validate against any of the Union subtypes" not in str(err):
+                raise
+            raise UserError(_condense(str(err))) from None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         # Always-on callbacks, still configurable: --checkpoint.monitor, --lr_monitor.*
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
+                # Each DDP process takes its own share in data.BatchIndexSampler; Lightning's
+                # DistributedSampler would replace it and pad evaluation with duplicates.
+                "trainer.use_distributed_sampler": False,
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
@@ -45,27 +110,54 @@ class DenseNetCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         config = self.config[self.subcommand]
         if config.trainer.logger is None:  # not set by the user: TensorBoard + CSV, one folder
-            root = Path(config.trainer.default_root_dir or "runs")
-            name = self._experiment_name(config.get("config") or [])
-            if self.subcommand != "fit":
-                name = f"{name}-{self.subcommand}"
-            version = _next_version(root / name)
+            root, name = self._experiment_folder(config, self.subcommand)
+            version, resume_step = _next_version(root / name), None
+            if self._resume_run is not None:  # continue that run's folder and logs
+                root, name, version = self._resume_run
+                resume_step = self._resume_step
+                self.save_config_kwargs["overwrite"] = True  # config.yaml: the latest command
             kwargs["logger"] = [
-                TensorBoardLogger(root, name=name, version=version, default_hp_metric=False),
-                CSVLogger(root, name=name, version=version),
+                # purge_step: TensorBoard hides what the killed run logged past the checkpoint.
+                TensorBoardLogger(
+                    root,
+                    name=name,
+                    version=version,
+                    default_hp_metric=False,
+                    purge_step=resume_step,
+                ),
+                AppendingCSVLogger(
+                    root, name=name, version=version, resume=self._resume_run is not None
+                ),
             ]
         trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if isinstance(trainer.strategy, ParallelStrategy):
+            trainer.strategy.reduce = _exact_mean(trainer.strategy.reduce)  # type: ignore[method-assign]
+        if self.subcommand == "fit":
+            trainer.callbacks.append(StopOnNonFiniteLoss())
         if self.subcommand == "predict":
             trainer.callbacks.append(PredictionWriter())
         return trainer
+
+    def _experiment_folder(self, config: Any, subcommand: str) -> tuple[Path, str]:
+        root = Path(config.trainer.default_root_dir or "runs")
+        name = self._experiment_name(config.get("config") or [])
+        if subcommand != "fit":
+            name = f"{name}-{subcommand}"
+        return root, name
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         # Checked here, before LightningCLI reads the checkpoint's hyperparameters into the
         # model config (a missing or corrupt file would otherwise end in a traceback).
         self._ckpt_shapes: dict[str, torch.Size] = {}
+        self._resume_run: tuple[Path, str, int] | None = None  # (root, name, version) of fit
+        self._resume_step: int | None = None
         subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand == "fit" and ckpt in ("last", "last_or_fresh"):
+            ckpt = self._resolve_last(ckpt)
         if not ckpt or ckpt in ("last", "best", "hpc", "registry"):
             return
         if not Path(ckpt).is_file():
@@ -78,6 +170,30 @@ class DenseNetCLI(LightningCLI):
                 f"--ckpt_path {ckpt} is not a readable Lightning checkpoint ({type(err).__name__}):"
                 " pass a .ckpt written by fit."
             ) from None
+        if subcommand == "fit" and (run := _run_of(Path(ckpt), state)) is not None:
+            # The run's newest state: continue in its folder, not in a new version_N.
+            self._resume_run = (run.parent.parent, run.parent.name, int(run.name[8:]))
+            self._resume_step = first_logged_step(state)
+
+    def _resolve_last(self, ckpt: str) -> str | None:
+        """`--ckpt_path last`: the newest run of this experiment with checkpoints/last.ckpt."""
+        config = self.config.fit
+        if config.trainer.logger is not None:
+            return ckpt  # the user's own logger: Lightning looks for last.ckpt itself
+        root, name = self._experiment_folder(config, "fit")
+        version = find_last_run(root / name)
+        if version is not None:
+            path = str(root / name / f"version_{version}" / "checkpoints" / "last.ckpt")
+        elif ckpt == "last_or_fresh":
+            path = None  # nothing to resume: a fresh run, as asked
+        else:
+            raise UserError(
+                f"--ckpt_path last found no run to resume ({root / name} holds no "
+                "version_N/checkpoints/last.ckpt): drop --ckpt_path to start afresh, or pass "
+                "--ckpt_path last_or_fresh to resume if possible and start afresh otherwise."
+            )
+        config.ckpt_path = path
+        return path
 
     def _check_checkpoint(self) -> None:
         """A checkpoint that does not fit the model (e.g. trained on CIFAR-10, now given
@@ -108,13 +224,71 @@ class DenseNetCLI(LightningCLI):
         return path.stem
 
 
+def _exact_mean(reduce: Callable[..., Any]) -> Callable[..., Any]:
+    """`Strategy.reduce` that averages integer tensors as floats.
+
+    An epoch mean (`self.log(..., sync_dist=True)`) is a synced sum over a synced image
+    count; Lightning 2.6 keeps the count an integer, so averaging it over processes (gloo:
+    sum, then integer division) truncates it whenever the processes hold different numbers
+    of images (41 validation images over 2 processes: 20.5 becomes 20, the loss 2.5% high).
+    """
+
+    def wrapped(tensor: Any, group: Any = None, reduce_op: Any = "mean") -> Any:
+        mean = str(reduce_op).lower() in ("mean", "avg", "reduceop.avg")
+        if mean and isinstance(tensor, torch.Tensor) and not tensor.is_floating_point():
+            tensor = tensor.double()
+        return reduce(tensor, group=group, reduce_op=reduce_op)
+
+    return wrapped
+
+
+def _run_of(ckpt: Path, state: dict[str, Any]) -> Path | None:
+    """RUN for RUN/checkpoints/last*.ckpt (a run's newest state), else None.
+
+    Spelled as the run spelled its checkpoint folder (relative or absolute) where that is
+    the same folder: ModelCheckpoint restores its state (best and last paths) only when
+    the folder's name is unchanged, and would otherwise write last-v1.ckpt beside last.ckpt.
+    """
+    if not ckpt.name.startswith("last") or ckpt.parent.name != "checkpoints":
+        return None
+    folder = ckpt.parent
+    for callback in (state.get("callbacks") or {}).values():
+        saved = callback.get("dirpath") if isinstance(callback, dict) else None
+        if saved and Path(saved).resolve() == folder.resolve():
+            folder = Path(saved)
+            break
+    run = folder.parent
+    return run if re.fullmatch(r"version_\d+", run.name) else None
+
+
 def _next_version(folder: Path) -> int:
-    versions = [
-        int(m.group(1))
-        for p in (folder.iterdir() if folder.is_dir() else [])
-        if (m := re.fullmatch(r"version_(\d+)", p.name))
-    ]
-    return max(versions, default=-1) + 1
+    return max(versions(folder), default=-1) + 1
+
+
+def run_cli(args: list[str] | None, callbacks: Sequence[Callback] = ()) -> DenseNetCLI:
+    """Runs one subcommand (`args` None: read sys.argv); a user's mistake raises UserError.
+
+    `callbacks` are added to the Trainer but not to the saved config.yaml (the sweep's
+    pruning callback holds a live Optuna trial).
+    """
+    # The CSV logger shares the run folder that already holds config.yaml; it is a fresh
+    # version folder, so nothing is about to be deleted.
+    warnings.filterwarnings(
+        "ignore", message=r"Experiment logs directory .* exists and is not empty"
+    )
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls/convs on Ampere and newer
+    # Inductor's default cache, /tmp/torchinductor_$USER, is lost at every reboot: keep
+    # compiled kernels beside the decoded datasets, so a second run compiles from the cache.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir() / "inductor"))
+    return DenseNetCLI(
+        DenseNetClassifier,
+        ImageDataModule,
+        args=args,
+        trainer_defaults={"default_root_dir": "runs", "callbacks": list(callbacks)},
+        auto_configure_optimizers=False,
+        parser_kwargs={"prog": "python -m lightning_densenet"},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,23 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_densenet import convert
 
         return convert.main(args[1:])
-    cli_args = None if argv is None else args  # None: LightningCLI reads sys.argv itself
-    # The CSV logger shares the run folder that already holds config.yaml; it is a fresh
-    # version folder, so nothing is about to be deleted.
-    warnings.filterwarnings(
-        "ignore", message=r"Experiment logs directory .* exists and is not empty"
-    )
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls/convs on Ampere and newer
+    if args and args[0] == "sweep":
+        from lightning_densenet import sweep
+
+        return sweep.main(args[1:])
     try:
-        DenseNetCLI(
-            DenseNetClassifier,
-            ImageDataModule,
-            args=cli_args,
-            trainer_defaults={"default_root_dir": "runs"},
-            auto_configure_optimizers=False,
-            parser_kwargs={"prog": "python -m lightning_densenet"},
-        )
+        run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

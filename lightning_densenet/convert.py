@@ -293,7 +293,9 @@ def _load_keras_model(path: Path) -> keras.Model:
     import tf_reference.layers  # noqa: F401  (registers the custom layers with Keras)
 
     try:
-        return keras.models.load_model(path, compile=False)
+        # safe_mode (Keras' default, named here on purpose): a file from elsewhere whose
+        # layers carry Python code (a Lambda's bytecode) is refused, never deserialised.
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for corrupt or foreign files
         raise UserError(f"{path} is not a readable .keras model ({_first_line(err)}).") from None
 

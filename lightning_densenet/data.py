@@ -6,8 +6,10 @@ normalisation then run as a few tensor ops on the training device, in
 `on_after_batch_transfer`.
 
 Reproducibility: the validation split, the shuffling of each epoch and the augmentation
-of each epoch are all derived from `seed` (and the epoch), so a run resumed at an epoch
-boundary sees the same batches as an uninterrupted one.
+of each batch are all derived from `seed` (and the epoch and batch index, never from a
+running generator), and the training loader's place in the epoch is saved in checkpoints,
+so a run resumed anywhere, mid-epoch included, sees the batches and crops an uninterrupted
+one would have.
 """
 
 from __future__ import annotations
@@ -97,9 +99,16 @@ def download_cifar(
     raises one `UserError` that says how to use local data instead.
     """
     from torchvision.datasets import CIFAR10, CIFAR100
-    from torchvision.datasets.utils import download_and_extract_archive
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
     official = CIFAR10 if name == "cifar10" else CIFAR100
+    archive = Path(root) / official.filename
+    if archive.is_file() and not check_integrity(str(archive), official.tgz_md5):
+        # Left by an interrupted download or copy; it is the user's file: not replaced here.
+        raise UserError(
+            f"{archive} is corrupt (its md5 is not the official archive's): delete it to "
+            "download it again, or put an intact copy in its place."
+        )
     try:
         with datasets.socket_timeout(timeout):  # torchvision's urlopen takes none
             download_and_extract_archive(
@@ -144,39 +153,117 @@ class BatchIndexSampler(Sampler[Tensor]):
 
     The order of epoch `e` depends only on (`seed`, `e`). Lightning calls `set_epoch`
     before each epoch; without it, each pass over the sampler counts as the next epoch.
+
+    With `world_size` > 1 (DDP) each process takes its share of every epoch's batches and
+    all processes get the same number of batches (a process waiting for a batch its peers
+    do not have would hang): training (`drop_last`) deals out whole batches of the one
+    shared order round-robin, so shares are disjoint and a process trains on `batch_size`
+    images per step; evaluation splits each group of `world_size * batch_size` images into
+    `world_size` near-equal parts, so every image is counted exactly once, with no padding.
+
+    `resume(epoch, batches_done)` makes the next pass over `epoch` start after its first
+    `batches_done` batches (how `ResumableLoader` continues an epoch from a checkpoint).
     """
 
     def __init__(
-        self, num_items: int, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int = 0
+        self,
+        num_items: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.num_items, self.batch_size = num_items, batch_size
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+        self.pass_epoch, self.pass_start = 0, 0  # of the pass in progress
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume(self, epoch: int, batches_done: int) -> None:
+        self._resume = (epoch, batches_done)
+
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_items // self.batch_size
-        return -(-self.num_items // self.batch_size)
+            return self.num_items // self.batch_size // self.world_size
+        if self.world_size == 1:
+            return -(-self.num_items // self.batch_size)
+        return -(-self.num_items // (self.batch_size * self.world_size))
 
     def __iter__(self) -> Iterator[Tensor]:
+        epoch, start = self.epoch, 0
+        self.epoch += 1
+        if self._resume is not None:
+            if self._resume[0] == epoch:
+                start = self._resume[1]
+            self._resume = None
+        self.pass_epoch, self.pass_start = epoch, start
         if self.shuffle:
-            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch, "shuffle"))
+            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch, "shuffle"))
             order = torch.randperm(self.num_items, generator=generator)
         else:
             order = torch.arange(self.num_items)
-        self.epoch += 1
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield order[start : start + self.batch_size]
+        for i in range(start, len(self)):
+            yield self._batch(order, i)
+
+    def _batch(self, order: Tensor, i: int) -> Tensor:
+        bs, world = self.batch_size, self.world_size
+        if self.drop_last:  # global batch i * world + rank of the shared order
+            first = (i * world + self.rank) * bs
+            return order[first : first + bs]
+        if world == 1:
+            return order[i * bs : (i + 1) * bs]
+        # Group i of len(self) near-equal groups (each at most world * bs images), split in
+        # `world` near-equal parts: no part is empty while there are world images per group.
+        group = torch.tensor_split(order, len(self))[i]
+        return torch.tensor_split(group, world)[self.rank]
 
 
-def _epoch_seed(seed: int, epoch: int, stream: str) -> int:
-    # Independent, well-mixed seeds per (seed, epoch, purpose); plain seed + epoch would
-    # make epoch 1 of seed 0 replay epoch 0 of seed 1.
-    entropy = [seed, epoch, int.from_bytes(stream.encode(), "little")]
+class ResumableLoader(DataLoader):
+    """The training DataLoader, whose place within an epoch goes into checkpoints.
+
+    Lightning saves `state_dict()` of a training loader that has one and restores it with
+    `load_state_dict()` before the resumed epoch starts (the data module's state carries it
+    too, see `ImageDataModule.state_dict`), so a run resumed mid-epoch goes on with the next
+    batch of the same order. `epoch` and `batch_index` name the batch most
+    recently handed to the trainer (counted here, not in the sampler, which worker
+    processes would run ahead of the trainer).
+    """
+
+    epoch: int | None = None
+    batch_index: int = -1
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler = self.sampler
+        assert isinstance(sampler, BatchIndexSampler)
+        for i, batch in enumerate(super().__iter__()):
+            # The sampler's pass has started once the first batch exists.
+            self.epoch, self.batch_index = sampler.pass_epoch, sampler.pass_start + i
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches_done": self.batch_index + 1}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("epoch") is not None:
+            sampler = self.sampler
+            assert isinstance(sampler, BatchIndexSampler)
+            sampler.resume(int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+
+def _epoch_seed(seed: int, epoch: int, stream: str, *more: int) -> int:
+    # Independent, well-mixed seeds per (seed, epoch, purpose[, batch, rank]); plain
+    # seed + epoch would make epoch 1 of seed 0 replay epoch 0 of seed 1.
+    entropy = [seed, epoch, int.from_bytes(stream.encode(), "little"), *more]
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
@@ -197,6 +284,11 @@ class ImageDataModule(pl.LightningDataModule):
         eval_batch_size: validation/test/predict batch (default: `batch_size`); nothing dropped.
         val_size: images carved out of the training split (with `seed`) for validation.
         max_train_images: train on at most this many of the remaining images (null: all).
+        holdout_size: for data without a test split (an image folder with only `train/`),
+            this many training images are set aside first, with a fixed seed that `seed`
+            does not change, and become the test split: images that no tuning on the
+            validation split ever sees, for `test` to report on. Ignored when the data has
+            its own test split (CIFAR).
         augment: the paper's pad-4 random crop and horizontal flip, on training batches.
         seed: for the validation split, the shuffling and the augmentation.
         num_workers: DataLoader workers; 0 is fastest, as a batch is one in-memory gather.
@@ -218,6 +310,7 @@ class ImageDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         val_size: int = 5000,
         max_train_images: int | None = None,
+        holdout_size: int = 0,
         augment: bool = True,
         seed: int = 0,
         num_workers: int = 0,
@@ -228,8 +321,9 @@ class ImageDataModule(pl.LightningDataModule):
         _check_positive("data.batch_size", batch_size)
         _check_positive("data.eval_batch_size", eval_batch_size)
         _check_positive("data.max_train_images", max_train_images)
-        if val_size < 0:
-            raise UserError(f"data.val_size={val_size} must be 0 or more.")
+        for name, value in (("val_size", val_size), ("holdout_size", holdout_size)):
+            if value < 0:
+                raise UserError(f"data.{name}={value} must be 0 or more.")
         if num_workers < 0:
             raise UserError(f"data.num_workers={num_workers} must be 0 or more.")
         if seed < 0:
@@ -237,6 +331,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.dataset, self.root, self.download = dataset, Path(root), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.max_train_images = val_size, max_train_images
+        self.holdout_size = holdout_size
         self.augment, self.seed, self.num_workers, self.cache_dir = (
             augment,
             seed,
@@ -267,7 +362,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set: InMemoryImages | None = None
         self.val_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
-        self._augment_rng: dict[torch.device, tuple[int, torch.Generator]] = {}
+        self._augment_rng: dict[torch.device, torch.Generator] = {}
+        self._train_loader: ResumableLoader | None = None
+        self._resume_position: dict[str, Any] | None = None  # from a checkpoint
         self._norm: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     # Lightning hooks, in the order Lightning calls them.
@@ -288,8 +385,15 @@ class ImageDataModule(pl.LightningDataModule):
         """Load the splits in memory. Every stage needs the training split's statistics."""
         if self.train_set is None:
             data = self._load("train")
-            train_idx, val_idx = datasets.train_val_split(
-                len(data), self.val_size, self.seed, self.max_train_images
+            pool = np.arange(len(data))
+            if self.holdout_size and not self._has_own_test_split():
+                holdout, pool = datasets.holdout_split(len(data), self.holdout_size)
+                self.test_set = InMemoryImages(data, holdout)
+            train_idx, val_idx = (
+                pool[i]
+                for i in datasets.train_val_split(
+                    len(pool), self.val_size, self.seed, self.max_train_images
+                )
             )
             self.classes = data.classes
             self.train_set = InMemoryImages(data, train_idx)
@@ -302,12 +406,17 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         train = self._require(self.train_set)
-        if len(train) < self.batch_size:
+        _, world = self._rank()
+        if len(train) < self.batch_size * world:
+            processes = f" for each of {world} processes" if world > 1 else ""
             raise UserError(
-                f"data.batch_size={self.batch_size} exceeds the {len(train)} training images: "
-                "use a smaller batch or more images."
+                f"data.batch_size={self.batch_size}{processes} exceeds the {len(train)} training "
+                "images: use a smaller batch or more images."
             )
-        return self._loader(train, self.batch_size, shuffle=True)
+        self._train_loader = self._loader(train, self.batch_size, shuffle=True)
+        if self._resume_position is not None:  # restored before the loader existed
+            self._train_loader.load_state_dict(self._resume_position)
+        return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._require(self.val_set), self.eval_batch_size, shuffle=False)
@@ -316,7 +425,8 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self._test_set(), self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        # Not sharded: with DDP each process predicts everything and rank 0 writes the file.
+        return self._loader(self._test_set(), self.eval_batch_size, shuffle=False, shard=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches and normalise all of them, on the batch's device."""
@@ -325,19 +435,25 @@ class ImageDataModule(pl.LightningDataModule):
         images, labels = batch
         trainer = self.trainer  # None when used without a Trainer
         if self.augment and trainer is not None and trainer.training:
-            images = random_crop_flip(
-                images, 4, self._generator(images.device, trainer.current_epoch)
-            )
+            images = random_crop_flip(images, 4, self._generator(images.device))
         return self._normalize(images), labels
 
     def state_dict(self) -> dict[str, Any]:
-        # Saved in checkpoints, so a model restored later normalises its inputs the same way.
-        return {"mean": self.mean, "std": self.std}
+        # Saved in checkpoints, so a model restored later normalises its inputs the same way,
+        # and a resumed run continues its epoch. Lightning 2.6 restores a stateful training
+        # loader only when it builds the loader after the restore, but the LR schedule's
+        # `estimated_stepping_batches` builds it before: the position travels here too.
+        loader = self._train_loader
+        position = loader.state_dict() if loader is not None else None
+        return {"mean": self.mean, "std": self.std, "train_position": position}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("mean") is not None:
             self.mean, self.std = tuple(state_dict["mean"]), tuple(state_dict["std"])
             self._norm.clear()
+        self._resume_position = state_dict.get("train_position")
+        if self._resume_position is not None and self._train_loader is not None:
+            self._train_loader.load_state_dict(self._resume_position)
 
     # Helpers.
 
@@ -348,26 +464,51 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _test_set(self) -> InMemoryImages:
         if self.test_set is None:
-            if self.dataset == "imagefolder" and not datasets.has_split(
-                self.root, "test", self.cache_dir
-            ):
+            if not self._has_own_test_split():
                 raise UserError(
                     f"data.root={self.root} has no test/<class>/ folders to test or predict on: "
-                    "add them, or evaluate the validation split with `validate`."
+                    "add them, set --data.holdout_size to hold out training images for testing, "
+                    "or evaluate the validation split with `validate`."
                 )
-            self.test_set = InMemoryImages(self._load("test"))
+            test_set = InMemoryImages(self._load("test"))
+            train = self._require(self.train_set)
+            if test_set.images.shape[1:] != train.images.shape[1:]:
+                raise UserError(
+                    f"data.root={self.root}: the test images are {_size(test_set)} but the "
+                    f"training images {_size(train)}; resize them all to one size first."
+                )
+            self.test_set = test_set
         return self.test_set
+
+    def _has_own_test_split(self) -> bool:
+        return self.dataset != "imagefolder" or datasets.has_split(
+            self.root, "test", self.cache_dir
+        )
 
     def _require(self, split: InMemoryImages | None) -> InMemoryImages:
         if split is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         return split
 
-    def _loader(self, data: InMemoryImages, batch_size: int, *, shuffle: bool) -> DataLoader:
+    def _rank(self) -> tuple[int, int]:
+        """(rank, world size): each DDP process loads its own share of every split."""
+        trainer = self.trainer  # None when used without a Trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(
+        self, data: InMemoryImages, batch_size: int, *, shuffle: bool, shard: bool = True
+    ) -> Any:
+        rank, world = self._rank() if shard else (0, 1)
         sampler = BatchIndexSampler(
-            len(data), batch_size, shuffle=shuffle, drop_last=shuffle, seed=self.seed
+            len(data),
+            batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
         )
-        return DataLoader(
+        return (ResumableLoader if shuffle else DataLoader)(
             data,
             batch_size=None,  # the sampler yields whole batches of indices
             sampler=sampler,
@@ -377,14 +518,16 @@ class ImageDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def _generator(self, device: torch.device, epoch: int) -> torch.Generator:
-        # One generator per device, re-seeded at each epoch from (seed, epoch).
-        seen_epoch, generator = self._augment_rng.get(device, (None, None))
-        if generator is None or seen_epoch != epoch:
-            generator = torch.Generator(device)
-            generator.manual_seed(_epoch_seed(self.seed, epoch, "augment"))
-            self._augment_rng[device] = (epoch, generator)
-        return generator
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """One generator per device, re-seeded for each batch from (seed, epoch, batch, rank):
+        a resumed run crops its next batch as the uninterrupted run would have."""
+        loader = self._train_loader
+        if loader is None or loader.epoch is None:
+            raise RuntimeError("training batches must come from train_dataloader()")
+        if device not in self._augment_rng:
+            self._augment_rng[device] = torch.Generator(device)
+        seed = _epoch_seed(self.seed, loader.epoch, "augment", loader.batch_index, self._rank()[0])
+        return self._augment_rng[device].manual_seed(seed)
 
     def _normalize(self, images: Tensor) -> Tensor:
         if self.mean is None or self.std is None:
@@ -392,6 +535,10 @@ class ImageDataModule(pl.LightningDataModule):
         if images.device not in self._norm:  # per-device constants: no host copy per step
             self._norm[images.device] = _scale_shift(self.mean, self.std, images.device)
         return _affine(images, *self._norm[images.device])
+
+
+def _size(data: InMemoryImages) -> str:
+    return "x".join(str(n) for n in data.images.shape[-1:-3:-1])  # W x H of (N, C, H, W)
 
 
 def _check_positive(name: str, value: int | None) -> None:

@@ -424,9 +424,19 @@ def _decode(name: str, data: bytes) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+            mode = image.mode
+            if mode not in _HIGH_DEPTH_MODES:
+                return np.asarray(image.convert("RGB"))
     except Exception as err:  # Pillow raises many types for bad files
         raise UserError(f"Cannot decode image {name} ({err}): replace or remove it.") from err
+    # Pillow would clip 16-bit and float pixels to 0..255 without a word.
+    raise UserError(
+        f"Image {name} has {mode} pixels (more than 8 bits per channel), which would be "
+        "clipped: convert the images to 8-bit RGB (or grey) first."
+    )
+
+
+_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 
 def _size(image: np.ndarray) -> str:
@@ -524,6 +534,23 @@ def train_val_split(
     order = np.random.default_rng(seed).permutation(n)
     stop = n if max_train is None else min(n, val_size + max_train)
     return order[val_size:stop], order[:val_size]
+
+
+HOLDOUT_SEED = 20_161_608  # fixed, so no choice of `seed` ever moves a hold-out image
+
+
+def holdout_split(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (held out, the rest) into `n` training images, the same for every `seed`.
+
+    The hold-out stands in for a test split: carved first, before any validation split,
+    with its own fixed seed, so tuning on validation never sees it.
+    """
+    if not 0 < size < n:
+        raise UserError(
+            f"data.holdout_size={size} must be at least 1 and below the {n} training images."
+        )
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(n)
+    return np.sort(order[:size]), order[size:]
 
 
 def channel_stats(

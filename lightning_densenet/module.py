@@ -3,15 +3,22 @@
 The network stays a plain `nn.Module` (`self.model`); `compile=True` compiles it in place
 with `nn.Module.compile`, so checkpoints hold `model.features...` keys with no
 `_orig_mod.` prefix and load into an uncompiled model with `strict=True`.
+
+Options for fast, small-budget training (each off by default, so the paper's recipe is
+unchanged): `budget_minutes` (a time-aware schedule that always finishes), `ema_decay`
+(evaluate and save an exponential moving average of the weights, through Lightning's
+`EMAWeightAveraging`) and `tta` (average the logits of each image and its mirror image).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback, EMAWeightAveraging
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -41,7 +48,20 @@ class DenseNetClassifier(pl.LightningModule):
         compile: `torch.compile` the network (not the LightningModule).
         compile_mode: torch.compile's mode; `reduce-overhead` uses CUDA graphs on GPU.
         memory_efficient: gradient checkpointing inside dense layers (same math, less memory).
-        channels_last: NHWC memory format (same math; faster convs on GPUs with tensor cores).
+        channels_last: NHWC memory format (same math; faster convs on GPUs with tensor cores
+            and on CPUs with oneDNN).
+        budget_minutes: train for this long (the clock starts with training and includes
+            compilation and validation; it survives a resume). The schedule then runs on the
+            fraction of the budget used, or of the steps when those run out first, so the
+            learning rate reaches its end exactly when training stops: a recipe that always
+            finishes, on a fast machine or a slow one. `trainer.max_epochs` stays an upper
+            bound.
+        ema_decay: > 0 keeps an exponential moving average of the weights (and BN statistics)
+            with this decay per step; validation runs on it and checkpoints save it as the
+            model's `state_dict`, so `test` and `predict` use it (the raw weights are kept in
+            the checkpoint too, under `current_model_state`).
+        tta: evaluate on the mean logits of each image and its horizontal mirror
+            (validation, test and predict; training is unchanged).
     """
 
     def __init__(
@@ -61,6 +81,9 @@ class DenseNetClassifier(pl.LightningModule):
         compile_mode: CompileMode = "default",
         memory_efficient: bool = False,
         channels_last: bool = False,
+        budget_minutes: float | None = None,
+        ema_decay: float = 0.0,
+        tta: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(arch, DenseNetConfig):
@@ -75,37 +98,75 @@ class DenseNetClassifier(pl.LightningModule):
                 f"model.milestones={list(milestones)} must be increasing fractions of training "
                 "in (0, 1), e.g. [0.5, 0.75]."
             )
+        if budget_minutes is not None and budget_minutes <= 0:
+            raise UserError(f"model.budget_minutes={budget_minutes} must be positive (or null).")
+        if not 0 <= ema_decay < 1:
+            raise UserError(
+                f"model.ema_decay={ema_decay} must lie in [0, 1): 0 turns the average off, "
+                "0.99 to 0.999 are usual."
+            )
         self.model = DenseNet(resolve_arch(arch), num_classes, memory_efficient, channels_last)
         self.compiled = False
-        self.example_input_array = torch.zeros(
-            2, 3, 32, 32
-        )  # layer shapes and FLOPs in the summary
+        # Layer shapes and FLOPs in the summary (dropped when compiling: see `setup`).
+        self.example_input_array: Tensor | None = torch.zeros(2, 3, 32, 32)
+        self._eval_batch = 0  # the batch size the compiled eval graph was built for
+        self._budget_used_s = 0.0  # training time of earlier runs resumed from
+        self._budget_clock: float | None = None
+        self._total = 1  # optimiser steps of the whole training, once the trainer knows them
         top_k = (1, 5) if num_classes >= 100 else (1,)
         for stage in ("train", "val", "test"):
             for k in top_k:
                 metric = MulticlassAccuracy(num_classes, top_k=k, average="micro")
                 setattr(self, f"{stage}_acc{'' if k == 1 else k}", metric)
 
-    def configure_model(self) -> None:
-        # Called by the Trainer once the module is on its device; compiling here rather than
-        # in __init__ keeps a plain module for checkpoint loading and for `validate`/`test`
-        # runs that do not ask for compilation.
+    def setup(self, stage: str) -> None:
+        # Compiling here rather than in __init__ keeps a plain module for checkpoint loading;
+        # here rather than in configure_model, because EMAWeightAveraging copies the module
+        # in its own setup (which runs first) and must copy the plain one.
         if self.hparams.compile and not self.compiled:
             self.model.compile(
                 mode=None if self.hparams.compile_mode == "default" else self.hparams.compile_mode
             )
             self.compiled = True
+            # The summary's forward pass would compile one more graph for its batch of 2.
+            self.example_input_array = None
+
+    def configure_callbacks(self) -> list[Callback]:
+        if not self.hparams.ema_decay:
+            return []
+        return [EMAWeightAveraging(decay=self.hparams.ema_decay)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def _eval_logits(self, x: Tensor) -> Tensor:
+        """Logits in evaluation, with flip TTA if asked; never a new graph for a short batch.
+
+        A compiled network would compile a second (dynamic-shape) graph for the last, smaller
+        evaluation batch. In eval mode each image's output is independent of the others
+        (BatchNorm uses its running statistics), so the short batch is padded with zeros
+        to the compiled size and the padding's outputs are dropped.
+        """
+        n = x.shape[0]
+        if self.compiled:
+            if n > self._eval_batch:
+                self._eval_batch = n
+            elif n < self._eval_batch:
+                x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, self._eval_batch - n))
+        logits = self(x)
+        if self.hparams.tta:
+            logits = (logits + self(x.flip(3))) / 2  # the mirror image (NCHW: W is dim 3)
+        return logits[:n]
+
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self(x) if stage == "train" else self._eval_logits(x)
         smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
+        )
         for k in (1, 5):
             metric = getattr(self, f"{stage}_acc{'' if k == 1 else k}", None)
             if metric is not None:
@@ -125,7 +186,7 @@ class DenseNetClassifier(pl.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        probs = self(x).float().softmax(dim=1)
+        probs = self._eval_logits(x).float().softmax(dim=1)
         confidence, label = probs.max(dim=1)
         return {"label": label, "confidence": confidence}
 
@@ -133,6 +194,7 @@ class DenseNetClassifier(pl.LightningModule):
         hp = self.hparams
         params = self.model.parameters()
         optimizer: torch.optim.Optimizer
+        # One fused kernel for the whole update instead of a few ops per tensor.
         if hp.optimizer == "sgd":
             optimizer = torch.optim.SGD(
                 params,
@@ -140,16 +202,55 @@ class DenseNetClassifier(pl.LightningModule):
                 momentum=hp.momentum,
                 nesterov=hp.nesterov,
                 weight_decay=hp.weight_decay,
+                fused=True,
             )
         else:
-            optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        factor = lr_factor(hp.schedule, total, hp.milestones, hp.warmup)
+            optimizer = torch.optim.AdamW(
+                params, lr=hp.lr, weight_decay=hp.weight_decay, fused=True
+            )
+        self._total = total = max(1, int(self.trainer.estimated_stepping_batches))
+        by_steps = lr_factor(hp.schedule, total, hp.milestones, hp.warmup)
+
+        def factor(step: int) -> float:  # the schedule at the fraction of training done
+            return by_steps(round(self.training_fraction(step) * total))
+
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
         }
+
+    # The time budget.
+
+    def budget_used_s(self) -> float:
+        """Seconds of training so far, earlier runs of a resumed training included."""
+        if self._budget_clock is None:
+            return self._budget_used_s
+        return self._budget_used_s + time.perf_counter() - self._budget_clock
+
+    def training_fraction(self, step: int) -> float:
+        """How much of the training is done at optimiser step `step`, in [0, 1]: of the steps,
+        or of `budget_minutes` when that runs out first."""
+        done = step / self._total  # set with the schedule, in configure_optimizers
+        if self.hparams.budget_minutes:
+            done = max(done, self.budget_used_s() / (60 * self.hparams.budget_minutes))
+        return min(1.0, done)
+
+    def on_train_start(self) -> None:
+        self._budget_clock = time.perf_counter()
+
+    def on_train_end(self) -> None:
+        self._budget_used_s, self._budget_clock = self.budget_used_s(), None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.hparams.budget_minutes and self.training_fraction(self.global_step) >= 1:
+            self.trainer.should_stop = True  # Lightning validates once more, then stops
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["budget_used_s"] = self.budget_used_s()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._budget_used_s = float(checkpoint.get("budget_used_s", 0.0))
 
 
 def load_network(checkpoint: str, map_location: str | torch.device = "cpu") -> nn.Module:

@@ -1,183 +1,104 @@
-"""The training step, eager against compiled, in PyTorch and in TensorFlow, on one machine.
+"""The training step, eager against compiled, in PyTorch and in TensorFlow, across model sizes.
 
-    python -m parity_tests.speed --arch densenet_bc_100_k12 [--batch-size 64] [--steps 20]
-        [--repeats 5] [--warmup 3] [--threads N] [--cases torch-eager,tf-xla,...] [--out DIR]
-        [--cold-compile]
+    python -m parity_tests.speed --arch densenet_bc_100_k12 [cnn:w32 mlp:w512 ...]
+        [--batch-size 64] [--steps 20] [--repeats 5] [--warmup 3] [--repeat-seconds S]
+        [--threads N] [--cases torch-eager,tf-xla,...] [--out DIR]
+        [--cold-compile | --cold-and-warm]
+    python -m parity_tests.speed --study [--out DIR]      # the whole study, defaults below
 
-Cases (each in a fresh interpreter, both frameworks pinned to the same thread count):
+Cases (`speed_cases.CASES`; each in a fresh interpreter, both frameworks pinned to the same
+thread count; on a machine with a GPU the PyTorch cases run on it):
 
     torch-eager                   build_model + SGD(nesterov) + cross-entropy, step by step
-    torch-compile                 the same with torch.compile(model), default mode
+    torch-channels-last           the same, model and input in NHWC memory layout
+    torch-bf16                    channels-last + torch.autocast(bfloat16)
+    torch-compile                 torch.compile(model), default mode
     torch-compile-step            torch.compile of the whole step function (forward, backward
                                   and optimiser step; Dynamo splits it at .backward())
+    torch-compile-bf16            torch.compile + channels-last + bf16 autocast
     torch-compile-reduce-overhead torch.compile(model, mode=...): CUDA graphs; GPU only
     torch-compile-max-autotune    torch.compile(model, mode=...): autotuned kernels; GPU only
+    torch-compile-bf16-reduce-overhead   bf16 + channels-last + CUDA graphs; GPU only
     tf-eager                      tf_reference.build_model + L2SGD, the step run op by op
     tf-function                   the step in tf.function(jit_compile=False)
+    tf-loop                       every step of a repeat inside one tf.function (the loop
+                                  mode of tf_reference.train)
     tf-xla                        the step in tf.function(jit_compile=True)
+    tf-bf16                       tf.function with Keras' "mixed_bfloat16" policy
+
+Models (`--arch`): DenseNet preset names, `cnn:wW[dD]` (the plain CNN, default depth 6) and
+`mlp:wW[dD]` (the MLP, default depth 2), built alike in both frameworks; `NAME@B` trains
+that one model on batches of B instead of --batch-size.
 
 Every case trains on one synthetic batch of the real shape (so no input pipeline is timed),
 times its first step apart (compilation or tracing happens there), runs `--warmup` more,
-then times `--repeats` runs of `--steps` steps. The report, `speed.json` (every raw number,
-the machine, versions and the command) and `speed.md` (a table), goes to `--out`, by
-default `reports/speed/<arch>`. Several `--arch` names make one table across model sizes.
+then times `--repeats` runs of `--steps` steps. The driver also counts each model's FLOPs
+(`torch.utils.flop_counter`) and measures the machine's matmul and conv peak in the same
+run. The report goes to `--out` (default `reports/speed/<arch>`): `speed.json` (every raw
+number, the machine, versions and the command), `speed.md` (the tables) and PNG plots.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
-import math
 import os
 import platform
-import statistics
+import shlex
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lightning_densenet.arch import resolve_arch
 from lightning_densenet.errors import UserError
+from parity_tests.speed_cases import (
+    CASES,
+    CPU_CASES,
+    GPU_ONLY,
+    Settings,
+    parse_model,
+)
+from parity_tests.speed_report import annotate, markdown, with_stats, write_report
 
-CASES: dict[str, tuple[str, str]] = {  # name: (framework, how the step runs)
-    "torch-eager": ("torch", "eager"),
-    "torch-compile": ("torch", "compile"),
-    "torch-compile-step": ("torch", "compile-step"),
-    "torch-compile-reduce-overhead": ("torch", "reduce-overhead"),
-    "torch-compile-max-autotune": ("torch", "max-autotune"),
-    "tf-eager": ("tf", "eager"),
-    "tf-function": ("tf", "function"),
-    "tf-xla": ("tf", "xla"),
-}
-GPU_ONLY = ("torch-compile-reduce-overhead", "torch-compile-max-autotune")
-CPU_CASES = tuple(c for c in CASES if c not in GPU_ONLY)
-NUM_CLASSES = 10
-IMAGE = (32, 32, 3)  # CIFAR; H, W, C
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What every case of one report shares."""
-
-    batch_size: int = 64
-    steps: int = 20  # steps per timed repeat
-    repeats: int = 5
-    warmup: int = 3  # untimed steps after the first
-    threads: int = 1  # torch.set_num_threads / TF's intra- and inter-op pools / OMP_NUM_THREADS
-
-    def as_args(self) -> list[str]:
-        """`--batch-size 64 --steps 20 ...`: the worker's command line."""
-        return [
-            str(part)
-            for f in fields(self)
-            for part in (f"--{f.name.replace('_', '-')}", getattr(self, f.name))
-        ]
-
-
-# --- One case, inside its own interpreter ---------------------------------------------------
-
-
-def run_case(case: str, arch: str, settings: Settings) -> dict[str, Any]:
-    """Times `case` in this process and returns its raw numbers."""
-    framework, how = CASES[case]
-    make = _torch_step if framework == "torch" else _tf_step
-    step, sync, info = make(arch, how, settings.batch_size, settings.threads)
-
-    start = time.perf_counter()
-    sync(step())
-    first_step_s = time.perf_counter() - start
-    for _ in range(settings.warmup):
-        sync(step())
-    ms_per_step = []
-    for _ in range(settings.repeats):
-        start = time.perf_counter()
-        for _ in range(settings.steps):
-            loss = step()
-        final_loss = sync(loss)  # waits for the last step (GPU work is asynchronous)
-        ms_per_step.append(1e3 * (time.perf_counter() - start) / settings.steps)
-    return {
-        "case": case,
-        "arch": arch,
-        "framework": framework,
-        **asdict(settings),
-        "first_step_s": first_step_s,
-        "ms_per_step": ms_per_step,
-        "final_loss": final_loss,
-        **info,
-    }
-
-
-Step = Callable[[], Any]
-
-
-def _torch_step(arch: str, how: str, batch_size: int, threads: int) -> tuple[Step, Callable, dict]:
-    import torch
-    import torch.nn.functional as F
-
-    from lightning_densenet.model import build_model, count_parameters
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # as the training CLI does
-    if how in ("reduce-overhead", "max-autotune") and device.type != "cuda":
-        raise UserError(f"torch.compile mode {how!r} needs a GPU; on CPU use torch-compile.")
-    model = build_model(arch, NUM_CLASSES).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4
-    )
-    net = model if how in ("eager", "compile-step") else torch.compile(model, mode=_mode(how))
-    x = torch.randn(batch_size, IMAGE[2], *IMAGE[:2], device=device)
-    y = torch.randint(0, NUM_CLASSES, (batch_size,), device=device)
-
-    def step() -> Any:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    run = torch.compile(step) if how == "compile-step" else step
-    info = {
-        "params": count_parameters(model),
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-    }
-    return run, lambda loss: float(loss.item()), info
-
-
-def _mode(how: str) -> str | None:
-    return None if how == "compile" else how
-
-
-def _tf_step(arch: str, how: str, batch_size: int, threads: int) -> tuple[Step, Callable, dict]:
-    import keras
-    import tensorflow as tf
-
-    import tf_reference
-    from tf_reference.optim import L2SGD
-    from tf_reference.train import TrainStep, compile_step, configure_threads
-
-    configure_threads(threads)
-    keras.utils.set_random_seed(0)
-    model = tf_reference.build_model(arch, NUM_CLASSES, "functional", IMAGE)
-    train_step = TrainStep(model, L2SGD(0.1, momentum=0.9, nesterov=True, weight_decay_l2=1e-4))
-    run = compile_step(train_step, how, batch_size, IMAGE)
-    x = tf.random.normal((batch_size, *IMAGE), seed=0)
-    y = tf.random.uniform((batch_size,), 0, NUM_CLASSES, tf.int64, seed=0)
-    gpus = tf.config.list_physical_devices("GPU")
-    info = {
-        "params": int(sum(math.prod(w.shape) for w in model.trainable_weights)),
-        "device": "gpu" if gpus else "cpu",
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }
-    return lambda: run(x, y)[0], lambda loss: float(loss), info
+# `--study`: DenseNets from tiny to BC-100 and one larger (DenseNet-100, k=12: 6x the FLOPs
+# per image of BC-100, at batch 16 to keep the study in about half an hour on 2 cores), the
+# plain CNN and the MLP at three widths each: 1.7 MFLOP to 10.6 GFLOP per training image.
+STUDY_MODELS = (
+    "densenet_tiny",
+    "densenet_bc_40_k12",
+    "densenet_bc_100_k12",
+    "densenet_100_k12@16",
+    "cnn:w8",
+    "cnn:w32",
+    "cnn:w64",
+    "mlp:w128",
+    "mlp:w512",
+    "mlp:w2048",
+)
+STUDY_CASES = (
+    "torch-eager",
+    "torch-channels-last",
+    "torch-bf16",
+    "torch-compile",
+    "torch-compile-bf16",
+    "tf-eager",
+    "tf-function",
+    "tf-loop",
+    "tf-xla",
+    "tf-bf16",
+)
+STUDY_GPU_CASES = (
+    "torch-compile-reduce-overhead",
+    "torch-compile-max-autotune",
+    "torch-compile-bf16-reduce-overhead",
+)
+STUDY_SETTINGS = {"steps": 50, "repeats": 3, "warmup": 1, "repeat_seconds": 0.5}
+DEFAULTS = {"batch_size": 64, "steps": 20, "repeats": 5, "warmup": 3, "repeat_seconds": 0.0}
 
 
 # --- The driver: one subprocess per case, then the report -----------------------------------
@@ -189,64 +110,123 @@ def measure(
     settings: Settings,
     *,
     timeout_s: float = 1800,
-    cold_compile: bool = False,
+    compile_cache: str = "default",
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Runs every (arch, case) in a fresh interpreter; a case that fails is reported, not fatal.
-    `cold_compile` keeps torch.compile from reusing compilations cached on disk by earlier runs
-    (by default they are used, so its compile time depends on what ran before)."""
+    `compile_cache`: "default" lets torch.compile reuse what earlier runs cached on disk (so
+    its compile time depends on what ran before), "cold" turns the caches off, and
+    "cold-and-warm" times each compiled case twice from a private cache: empty, then filled."""
     rows = []
     for arch in archs:
         for case in cases:
+            if not _applies(arch, case):
+                continue
             log(f"{arch} / {case} ...")
-            rows.append(_run_subprocess(arch, case, settings, timeout_s, cold_compile))
-            log(_row_line(rows[-1]))
+            if compile_cache == "cold-and-warm" and CASES[case].compiled:
+                row = _cold_and_warm(arch, case, settings, timeout_s)
+            else:
+                env = {"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"} if compile_cache == "cold" else {}
+                row = _run_case(arch, case, settings, timeout_s, env)
+            rows.append(row)
+            log(_row_line(row))
     return rows
 
 
-def _run_subprocess(
-    arch: str, case: str, settings: Settings, timeout_s: float, cold_compile: bool
+def _applies(arch: str, case: str) -> bool:
+    """torchvision's DenseNet has no Keras twin; memory_efficient is a DenseNet option."""
+    if arch.startswith("tv:") and CASES[case].framework != "torch":
+        return False
+    return not CASES[case].memory_efficient or arch.partition(":")[0] not in ("cnn", "mlp")
+
+
+def _cold_and_warm(arch: str, case: str, settings: Settings, timeout_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="speed-inductor-") as cache:
+        env = {"TORCHINDUCTOR_CACHE_DIR": cache}
+        cold = _run_case(arch, case, settings, timeout_s, env, compile_only=True)
+        if "error" in cold:
+            return cold
+        warm = _run_case(arch, case, settings, timeout_s, env)
+    if "error" in warm:
+        return warm
+    steady_s = warm["median_ms"] / 1e3
+    return warm | {
+        "first_step_s_cold": cold["first_step_s"],
+        "compile_s_cold": max(0.0, cold["first_step_s"] - steady_s),
+        "peak_mb_cold": cold["peak_mb"],
+    }
+
+
+def _run_case(
+    arch: str,
+    case: str,
+    settings: Settings,
+    timeout_s: float,
+    env: dict[str, str],
+    compile_only: bool = False,
 ) -> dict[str, Any]:
-    command = [sys.executable, "-m", "parity_tests.speed", "--worker", case, "--arch", arch]
-    command += settings.as_args()
+    batch = parse_model(arch).batch_size
+    settings = dataclasses.replace(settings, batch_size=batch) if batch else settings
+    args = ["--worker", case, "--arch", arch, *settings.as_args()]
+    failed = {"case": case, "arch": arch, "framework": CASES[case].framework}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        row = _run_worker(args + ["--compile-only"] * compile_only, settings, timeout_s, env)
+    except RuntimeError as err:
+        return failed | {"error": str(err)}
+    row["load_average_before"] = load  # other work on the machine skews the timings
+    return row if compile_only else with_stats(row)
+
+
+def _run_worker(
+    args: list[str], settings: Settings, timeout_s: float, env: dict[str, str] | None = None
+) -> Any:
+    """Runs `python -m parity_tests.speed <args>` and returns the JSON line it prints last;
+    a failure is a RuntimeError with the worker's last line of stderr."""
+    command = [sys.executable, "-m", "parity_tests.speed", *args]
     # OpenMP pools (oneDNN, MKL, Inductor's C++ kernels) get the same thread count.
-    env = os.environ | {"OMP_NUM_THREADS": str(settings.threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if cold_compile:  # compile from scratch, ignoring Inductor's on-disk caches (XLA keeps none)
-        env["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
-    failed = {"case": case, "arch": arch, "framework": CASES[case][0]}
+    full_env = os.environ | {"OMP_NUM_THREADS": str(settings.threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=timeout_s, check=False
+            command,
+            capture_output=True,
+            text=True,
+            env=full_env | (env or {}),
+            timeout=timeout_s,
+            check=False,
         )
     except subprocess.TimeoutExpired:
-        return failed | {"error": f"timed out after {timeout_s:.0f} s"}
+        raise RuntimeError(f"timed out after {timeout_s:.0f} s") from None
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return failed | {"error": f"exit {done.returncode}: {tail}"}
-    return _with_stats(json.loads(lines[-1]))
+        raise RuntimeError(f"exit {done.returncode}: {tail}")
+    return json.loads(lines[-1])
 
 
-def _with_stats(row: dict[str, Any]) -> dict[str, Any]:
-    ms = sorted(row["ms_per_step"])
-    median = statistics.median(ms)
-    q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else ms * 3
-    return row | {
-        "median_ms": median,
-        "min_ms": ms[0],
-        "max_ms": ms[-1],
-        "iqr_ms": [q1, q3],
-        "images_per_s": row["batch_size"] / median * 1e3,
-        # Tracing/compilation: what the first step took beyond a steady step.
-        "compile_s": max(0.0, row["first_step_s"] - median / 1e3),
-    }
+def reference_numbers(
+    archs: Sequence[str], settings: Settings, timeout_s: float, log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(FLOPs per model, the machine's peak GFLOP/s), each from one worker; empty on failure."""
+    numbers: list[dict[str, Any]] = []
+    for what in ("peak", "flops"):
+        log(f"{what} ...")
+        args = ["--worker", what, "--arch", *archs, *settings.as_args()]
+        try:
+            numbers.append(_run_worker(args, settings, timeout_s))
+        except RuntimeError as err:
+            log(f"  {what} failed: {err}")
+            numbers.append({})
+    peak, flops = numbers
+    return flops, peak
 
 
 def _row_line(row: dict[str, Any]) -> str:
     if "error" in row:
         return f"  failed: {row['error']}"
+    cold = f" (cold {row['first_step_s_cold']:.2f} s)" if "first_step_s_cold" in row else ""
     return (
-        f"  first step {row['first_step_s']:.2f} s, {row['median_ms']:.1f} ms/step "
+        f"  first step {row['first_step_s']:.2f} s{cold}, {row['median_ms']:.1f} ms/step "
         f"(min {row['min_ms']:.1f}, max {row['max_ms']:.1f}), {row['images_per_s']:.0f} images/s"
     )
 
@@ -260,73 +240,15 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 1
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": _cores(),
         "load_average_at_start": load,
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
-
-
-def write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """`speed.json` with everything, `speed.md` with the table."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.json").write_text(json.dumps(meta | {"results": rows}, indent=2) + "\n")
-    (out / "speed.md").write_text(markdown(rows, meta))
-
-
-def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    m, s = meta["machine"], meta["settings"]
-    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
-    load = m["load_average_at_start"]
-    load = f"{load[0]:.1f}" if load else "unknown"
-    caches = (
-        "torch.compile from scratch (--cold-compile)"
-        if s.get("cold_compile")
-        else "torch.compile may reuse Inductor's on-disk cache of earlier runs"
-    )
-    lines = [
-        f"# Training-step speed: {', '.join(s['archs'])}",
-        "",
-        f"`{meta['command']}`",
-        "",
-        f"{meta['date']}; {m['cpu']}, {m['usable_cores']} usable cores (load average "
-        f"{load} at the start), {s['threads']} threads per case; {versions}. Batch "
-        f"{s['batch_size']} of synthetic 32x32 images; {s['repeats']} repeats of {s['steps']} "
-        f"steps after {s['warmup']} warm-up steps. compile s: the first step minus a steady "
-        f"one; {caches}. On a shared machine the spread (min-max of the repeats) shows how "
-        "much the timings moved; compare numbers within one table.",
-        "",
-        "| arch | params | case | device | compile s | ms/step (median) | spread (min-max) "
-        "| images/s | speed-up vs eager |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['arch']} | | {r['case']} | | failed: {r['error']} | | | | |")
-            continue
-        eager = _eager_ms(rows, r["arch"], r["framework"])
-        speedup = f"{eager / r['median_ms']:.2f}x" if eager else "-"
-        lines.append(
-            f"| {r['arch']} | {r['params']:,} | {r['case']} | {r['device']} "
-            f"| {r['compile_s']:.2f} | {r['median_ms']:.1f} | {r['min_ms']:.1f}-{r['max_ms']:.1f} "
-            f"| {r['images_per_s']:.0f} | {speedup} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _eager_ms(rows: list[dict[str, Any]], arch: str, framework: str) -> float | None:
-    for r in rows:
-        if r["arch"] == arch and r["case"] == f"{framework}-eager" and "error" not in r:
-            return r["median_ms"]
-    return None
 
 
 # --- Command line ---------------------------------------------------------------------------
@@ -337,11 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m parity_tests.speed",
         description="Time the training step eager vs compiled in PyTorch and TensorFlow.",
     )
-    parser.add_argument("--arch", nargs="+", required=True, help="preset name(s)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first")
+    parser.add_argument("--arch", nargs="+", help="DenseNet preset names, cnn:wW[dD], mlp:wW[dD]")
+    parser.add_argument(
+        "--study",
+        action="store_true",
+        help=f"the study: models {' '.join(STUDY_MODELS)}; its cases; {STUDY_SETTINGS}; "
+        "--cold-and-warm (any option given explicitly wins)",
+    )
+    parser.add_argument("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
+    parser.add_argument("--steps", type=int, help="steps per timed repeat (default 20)")
+    parser.add_argument("--repeats", type=int, help="default 5")
+    parser.add_argument("--warmup", type=int, help="untimed steps after the first (default 3)")
+    parser.add_argument(
+        "--repeat-seconds",
+        type=float,
+        help="take fewer than --steps steps per repeat where this many seconds suffice "
+        "(timed from the warm-up steps; default 0: always --steps)",
+    )
     parser.add_argument("--threads", type=int, default=_cores(), help="default: usable cores")
     parser.add_argument(
         "--cases",
@@ -349,71 +283,122 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="default: reports/speed/<arch>")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
-    parser.add_argument(
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
         "--cold-compile",
         action="store_true",
         help="ignore torch.compile's on-disk caches, so compile s is a first compile",
     )
+    cache.add_argument(
+        "--cold-and-warm",
+        action="store_true",
+        help="time each torch.compile case's compilation twice: from an empty cache (cold), "
+        "then from the cache that run wrote (warm)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one case here
+    parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:
+    except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
-def _default_cases() -> tuple[str, ...]:
-    # Whether a GPU is there is asked of a child process: the driver imports no framework.
+def _has_gpu() -> bool:
+    # Asked of a child process: the driver imports no framework.
     probe = "import torch; print(torch.cuda.is_available())"
-    has_gpu = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return tuple(CASES) if has_gpu == "True" else CPU_CASES
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return done.stdout.strip() == "True"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    chosen = DEFAULTS | (STUDY_SETTINGS if args.study else {})
+    value = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in chosen.items()}
+    if min(value["batch_size"], value["steps"], value["repeats"], args.threads) < 1:
+        raise UserError("--batch-size, --steps, --repeats and --threads must be at least 1.")
+    if value["warmup"] < 0 or value["repeat_seconds"] < 0:
+        raise UserError("--warmup and --repeat-seconds must be at least 0.")
+    return Settings(
+        value["batch_size"],
+        value["steps"],
+        value["repeats"],
+        value["warmup"],
+        args.threads,
+        value["repeat_seconds"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        for arch in args.arch:
-            resolve_arch(arch)  # an unknown name fails here, not in eight subprocesses
-        if min(args.batch_size, args.steps, args.repeats, args.threads) < 1 or args.warmup < 0:
-            raise UserError(
-                "--batch-size, --steps, --repeats and --threads must be at least 1, --warmup 0."
-            )
-        settings = Settings(args.batch_size, args.steps, args.repeats, args.warmup, args.threads)
+        if not args.arch and not args.study:
+            raise UserError("Name the models with --arch (or run the whole study: --study).")
+        archs = args.arch or list(STUDY_MODELS)
+        specs = [parse_model(a) for a in archs]  # an unknown name fails here, not in a worker
+        settings = _settings(args)
         if args.worker:
-            if args.worker not in CASES:
-                raise UserError(f"Unknown case {args.worker!r}: use one of {', '.join(CASES)}.")
-            print(json.dumps(run_case(args.worker, args.arch[0], settings)))
+            print(json.dumps(_work(args.worker, specs, settings, args.compile_only)))
             return 0
-        cases = _parse_cases(args.cases) if args.cases else _default_cases()
-        rows = measure(
-            args.arch, cases, settings, timeout_s=args.timeout, cold_compile=args.cold_compile
-        )
+        if args.cases:
+            cases = _parse_cases(args.cases)
+        elif args.study:
+            cases = STUDY_CASES + (STUDY_GPU_CASES if _has_gpu() else ())
+        else:
+            cases = tuple(CASES) if _has_gpu() else CPU_CASES
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    compile_cache = (
+        "cold-and-warm"
+        if args.cold_and_warm or (args.study and not args.cold_compile)
+        else "cold"
+        if args.cold_compile
+        else "default"
+    )
+    started = dt.datetime.now(dt.timezone.utc)
+    machine = machine_info()
+    flops, peak = reference_numbers(archs, settings, args.timeout, print)
+    rows = measure(archs, cases, settings, timeout_s=args.timeout, compile_cache=compile_cache)
+    rows = annotate(rows, flops, peak)
     versions = {k: r[k] for r in rows for k in ("torch", "tensorflow", "keras") if k in r}
-    out = Path(args.out or Path("reports") / "speed" / "+".join(args.arch))
+    out = Path(args.out or Path("reports") / "speed" / "+".join(archs).replace(":", "-"))
     meta = {
-        "command": "python -m parity_tests.speed " + " ".join(argv or sys.argv[1:]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "command": "python -m parity_tests.speed " + shlex.join(argv),
+        "date": started.isoformat(timespec="seconds"),
+        "wall_s": (dt.datetime.now(dt.timezone.utc) - started).total_seconds(),
+        "machine": machine,
         "versions": versions,
         "settings": {
-            "archs": list(args.arch),
+            "archs": archs,
             "cases": list(cases),
             **asdict(settings),
-            "cold_compile": args.cold_compile,
+            "compile_cache": compile_cache,
+            "cold_compile": compile_cache == "cold",
         },
+        "flops": flops,
+        "peak": peak,
     }
-    write_report(out, rows, meta)
-    print(markdown(rows, meta))
-    print(f"Wrote {out / 'speed.json'} and {out / 'speed.md'}")
+    written = write_report(out, rows, meta)
+    print(markdown(rows, meta | {"plots": [p.name for p in written[2:]]}))
+    print("Wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _work(worker: str, specs: list, settings: Settings, compile_only: bool) -> Any:
+    """What one worker process computes (it imports one framework only)."""
+    from parity_tests import speed_cases
+
+    if worker == "peak":
+        return speed_cases.measure_peak(settings.threads)
+    if worker == "flops":
+        return {s.name: speed_cases.count_flops(s) for s in specs}
+    if worker not in CASES:
+        raise UserError(f"Unknown case {worker!r}: use one of {', '.join(CASES)}.")
+    return speed_cases.run_case(worker, specs[0], settings, compile_only)
 
 
 def _parse_cases(text: str) -> tuple[str, ...]:
@@ -422,6 +407,18 @@ def _parse_cases(text: str) -> tuple[str, ...]:
         raise UserError(f"--cases {unknown[0]!r} is unknown: use some of {', '.join(CASES)}.")
     return cases
 
+
+__all__ = [
+    "CASES",
+    "CPU_CASES",
+    "GPU_ONLY",
+    "STUDY_CASES",
+    "STUDY_MODELS",
+    "build_parser",
+    "machine_info",
+    "main",
+    "measure",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

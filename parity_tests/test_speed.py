@@ -1,49 +1,112 @@
 """`python -m parity_tests.speed` writes a complete, well-formed report. No timing is asserted:
-the numbers depend on the machine; only that each case ran and measured something."""
+the numbers depend on the machine; only that each case ran, measured something, and that
+the derived columns (FLOPs, speed-ups, plots) are what they claim to be."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from parity_tests.speed import CPU_CASES, main
+from parity_tests.speed import STUDY_MODELS, main
+from parity_tests.speed_cases import parse_model
+from parity_tests.speed_report import COLUMNS
+
+MODELS = ("densenet_tiny", "mlp:w32")
+CASES = ("torch-eager", "torch-compile", "tf-eager", "tf-function", "tf-loop")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ROW_KEYS = {  # every measured row of speed.json has at least these
+    "arch", "model_kind", "case", "framework", "device", "dtype", "params", "batch_size",
+    "first_step_s", "compile_s", "ms_per_step", "median_ms", "min_ms", "max_ms", "iqr_ms",
+    "images_per_s", "speedup", "flops_per_image", "gflops_per_s", "peak_gflops_per_s",
+    "pct_of_peak", "peak_mb", "base_mb", "final_loss", "load_average_before",
+}  # fmt: skip
+
+
+def mlp_training_flops(widths: list[int]) -> int:
+    """One training image through Linear layers widths[0] -> widths[1] -> ...: 2 FLOPs per
+    multiply-add; forward x @ W, backward the gradient of W for every layer and of the input
+    for every layer but the first (autograd needs no gradient of the image)."""
+    layers = list(itertools.pairwise(widths))
+    forward = sum(2 * n_in * n_out for n_in, n_out in layers)
+    return 2 * forward + sum(2 * n_in * n_out for n_in, n_out in layers[1:])
 
 
 @pytest.mark.slow
 def test_speed_report_is_complete_and_well_formed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cases = ",".join(CPU_CASES)  # every case that runs without a GPU
-    args = ["--arch", "densenet_tiny", "--steps", "2", "--repeats", "2", "--warmup", "1"]
-    assert main([*args, "--threads", "2", "--cases", cases, "--out", str(tmp_path)]) == 0
+    args = ["--arch", *MODELS, "--steps", "2", "--repeats", "1", "--warmup", "1"]
+    args += ["--threads", "2", "--cases", ",".join(CASES), "--cold-and-warm"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
     capsys.readouterr()
 
     report = json.loads((tmp_path / "speed.json").read_text())
-    assert report["settings"]["cases"] == list(CPU_CASES)
+    assert report["settings"]["cases"] == list(CASES)
+    assert report["settings"]["compile_cache"] == "cold-and-warm"
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
     assert set(report["versions"]) == {"torch", "tensorflow", "keras"}
     assert report["command"].startswith("python -m parity_tests.speed --arch densenet_tiny")
+    peak = report["peak"]["cpu"]
+    assert all(peak[f"{op}_{t}"] > 0 for op in ("matmul", "conv") for t in ("fp32", "bf16"))
+
     rows = report["results"]
-    assert [r["case"] for r in rows] == list(CPU_CASES)
+    assert [(r["arch"], r["case"]) for r in rows] == [(a, c) for a in MODELS for c in CASES]
     for r in rows:
         assert "error" not in r, r
-        assert r["arch"] == "densenet_tiny" and r["threads"] == 2 and len(r["ms_per_step"]) == 2
-        numbers = [r["first_step_s"], r["median_ms"], r["min_ms"], r["max_ms"], r["images_per_s"]]
+        assert set(r) >= ROW_KEYS, ROW_KEYS - set(r)
+        assert r["threads"] == 2 and len(r["ms_per_step"]) == 1
+        numbers = [r["first_step_s"], r["median_ms"], r["images_per_s"], r["flops_per_image"]]
+        numbers += [r["gflops_per_s"], r["pct_of_peak"], r["peak_mb"], r["speedup"]]
         assert all(math.isfinite(x) and x > 0 for x in numbers), r
         assert r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["compile_s"] >= 0
         assert math.isfinite(r["final_loss"])
-    # Both frameworks build the same network: the parameter counts agree.
-    assert len({r["params"] for r in rows}) == 1
+        # The speed-up is over the eager case of the same model and framework.
+        eager = next(
+            e for e in rows if e["arch"] == r["arch"] and e["case"] == f"{r['framework']}-eager"
+        )
+        assert r["speedup"] == pytest.approx(eager["median_ms"] / r["median_ms"])
+        # Only torch.compile depends on a disk cache: it alone is timed cold and warm.
+        assert ("compile_s_cold" in r) == (r["case"] == "torch-compile")
+    for arch in MODELS:  # both frameworks build the same network
+        assert len({r["params"] for r in rows if r["arch"] == arch}) == 1
+
+    # FLOPs: torch.utils.flop_counter's count against the formula, for the MLP.
+    mlp_flops = mlp_training_flops([3 * 32 * 32, 32, 32, 10])
+    assert report["flops"]["mlp:w32"]["flops_per_image"] == mlp_flops
+    assert {r["flops_per_image"] for r in rows if r["arch"] == "mlp:w32"} == {mlp_flops}
 
     table = [line for line in (tmp_path / "speed.md").read_text().splitlines() if line[:1] == "|"]
-    assert len(table) == 2 + len(CPU_CASES)  # header, rule, one row per case
-    for case, line in zip(CPU_CASES, table[2:], strict=True):
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[2] == case and cells[3] == "cpu" and len(cells) == 9
-        assert cells[8] == "1.00x" if case.endswith("-eager") else cells[8].endswith("x")
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    assert head == list(COLUMNS)
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in table[2 : 2 + len(rows)]]
+    for r, cells in zip(rows, body, strict=True):
+        assert len(cells) == len(COLUMNS) and all(cells), cells
+        assert (cells[0], cells[3], cells[4]) == (r["arch"], r["case"], "cpu")
+        assert cells[9] == "1.00x" if r["case"].endswith("-eager") else cells[9].endswith("x")
+        assert ("/" in cells[5]) == (r["case"] == "torch-compile")  # cold / warm
+    assert float(body[len(CASES)][2]) == pytest.approx(mlp_flops / 1e9, rel=1e-3)
+
+    assert report["plots"] == [
+        "speedup_vs_flops.png",
+        "throughput_by_mode.png",
+        "gflops_vs_flops.png",
+    ]
+    for name in report["plots"]:
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+
+
+def test_model_names() -> None:
+    assert parse_model("mlp:w512").depth == 2 and parse_model("cnn:w16").depth == 6
+    spec = parse_model("cnn:w16d3@32")
+    assert (spec.kind, spec.width, spec.depth, spec.batch_size) == ("cnn", 16, 3, 32)
+    assert parse_model("densenet_bc_100_k12@16").preset == "densenet_bc_100_k12"
+    for name in STUDY_MODELS:  # the study's command line is valid
+        parse_model(name)
 
 
 def test_bad_arguments_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,3 +114,9 @@ def test_bad_arguments_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().err.startswith("error: Unknown DenseNet preset 'densenet_7'")
     assert main(["--arch", "densenet_tiny", "--cases", "jax-jit"]) == 2
     assert "--cases 'jax-jit' is unknown" in capsys.readouterr().err
+    assert main(["--arch", "cnn:32"]) == 2
+    assert "--arch 'cnn:32' is not understood" in capsys.readouterr().err
+    assert main(["--arch", "mlp:w32@0"]) == 2
+    assert "after @ comes a batch size" in capsys.readouterr().err
+    assert main(["--steps", "3"]) == 2
+    assert "--arch" in capsys.readouterr().err

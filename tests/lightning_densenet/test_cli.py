@@ -118,7 +118,12 @@ def test_print_config(capsys) -> None:
     assert config["trainer"]["max_epochs"] == 1
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+FIT_CONFIGS = sorted(
+    p for p in (REPO / "configs").glob("*.yaml") if not p.stem.startswith("sweep_")
+)
+
+
+@pytest.mark.parametrize("config", FIT_CONFIGS, ids=lambda p: p.stem)  # sweeps: test_sweep.py
 def test_every_config_parses(config: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config), "--print_config"])
@@ -131,15 +136,6 @@ def test_architecture_fields_in_yaml(tmp_path, cifar) -> None:
     run = _fit(tmp_path, cifar, "--model.arch", arch)
     hparams = torch.load(run / "checkpoints/last.ckpt", weights_only=False)["hyper_parameters"]
     assert hparams["arch"]["block_config"] == [1, 2]
-
-
-def _error_line(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Runs the CLI in this process; it must fail with exit 2 and one `error:` line."""
-    assert main(list(args)) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    return lines[0]
 
 
 def test_offline_download_fails_in_one_sentence(tmp_path) -> None:
@@ -166,44 +162,7 @@ def test_offline_download_fails_in_one_sentence(tmp_path) -> None:
     assert "Downloading cifar10" in lines[0] and "--data.root" in lines[0]
 
 
-def test_bad_input_errors(tmp_path, cifar, capsys) -> None:
-    base = ["fit", "--config", DEBUG, "--data.root", str(cifar.root), "--data.download", "false"]
-    base += ["--trainer.default_root_dir", str(tmp_path / "runs")]
-    line = _error_line(capsys, *base, "--model.arch", "densenet_7")
-    assert "Unknown DenseNet preset 'densenet_7'" in line
-    line = _error_line(capsys, *base, "--data.val_size", "5000")
-    assert "val_size" in line
-    line = _error_line(capsys, *base, "--data.dataset", "imagefolder")
-    assert "train/<class>" in line
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
-
-
-def test_wrong_checkpoints_are_refused_and_kept(tmp_path, cifar, make_cifar, capsys) -> None:
-    run = _fit(tmp_path, cifar)
-    ckpt = run / "checkpoints/last.ckpt"
-    before = ckpt.read_bytes()
-    base = ["test", "--config", str(run / "config.yaml"), "--data.root", str(cifar.root)]
-    base += ["--trainer.default_root_dir", str(tmp_path / "runs")]
-    # LightningCLI rebuilds the model from the checkpoint's hyperparameters, so what can
-    # still disagree is the data: 100 CIFAR-100 classes for a 10-class classifier.
-    c100 = make_cifar(tmp_path / "c100", "cifar100", n_train=60, n_test=20)
-    other_data = [
-        "--data.dataset",
-        "cifar100",
-        "--data.root",
-        str(c100.root),
-        "--data.val_size",
-        "10",
-    ]
-    line = _error_line(capsys, *base, "--ckpt_path", str(ckpt), *other_data)
-    assert "does not fit this model and data" in line and "classifier.weight" in line
-    line = _error_line(capsys, *base, "--ckpt_path", str(tmp_path / "missing.ckpt"))
-    assert "does not exist" in line
-    garbage = tmp_path / "garbage.ckpt"
-    garbage.write_bytes(b"not a checkpoint")
-    line = _error_line(capsys, *base, "--ckpt_path", str(garbage))
-    assert "not a readable Lightning checkpoint" in line
-    assert ckpt.read_bytes() == before
+# Bad input (configs, data, checkpoints) is the table in test_errors.py.
 
 
 def test_real_data_learns(tmp_path, cifar10_jpeg_tar, image_cache) -> None:

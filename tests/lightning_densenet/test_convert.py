@@ -302,3 +302,18 @@ def test_cli_entry_point(tmp_path: Path) -> None:
         result.stderr.strip().splitlines()[-1]
         == f"error: {tmp_path / 'no.ckpt'} does not exist: give the path of a checkpoint."
     )
+
+
+def test_keras_file_with_code_is_refused(tmp_path: Path, capsys) -> None:
+    """A .keras file whose layer carries Python bytecode (a Lambda) is loaded in safe mode:
+    refused with one sentence, the bytecode never deserialised, nothing written."""
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2)])
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    out = tmp_path / "out.pt"
+    assert main([str(path), str(out)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error:") and "is not a readable .keras model" in line
+    assert "safe_mode" in line and not out.exists()

@@ -378,3 +378,37 @@ def test_state_dict_carries_the_normalisation(cifar10) -> None:
     torch.testing.assert_close(
         other.on_after_batch_transfer(batch, 0)[0], dm.on_after_batch_transfer(batch, 0)[0]
     )
+
+
+def test_holdout_split_stands_in_for_a_missing_test_split(tmp_path) -> None:
+    """An image folder with only train/: `holdout_size` images become the test split, the
+    same ones whatever `seed` is, never trained or validated on."""
+    for cls in ("a", "b"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(10):  # pixel (i, class, 0) tells every image apart
+            Image.new("RGB", (4, 4), (i, ord(cls), 0)).save(tmp_path / "train" / cls / f"{i}.png")
+
+    def ids(images: torch.Tensor) -> set[tuple[int, int]]:
+        return {(int(im[0, 0, 0]), int(im[1, 0, 0])) for im in images}
+
+    held_out = []
+    for seed in (0, 1):
+        dm = ImageDataModule(
+            "imagefolder", str(tmp_path), batch_size=2, val_size=4, holdout_size=5, seed=seed,
+            cache_dir=str(tmp_path / "c"),
+        )  # fmt: skip
+        dm.setup("fit")
+        test, train, val = (ids(s.images) for s in (dm._test_set(), dm.train_set, dm.val_set))
+        assert len(test) == 5 and len(val) == 4 and len(train) == 11
+        assert not test & train and not test & val and not train & val
+        held_out.append(test)
+    assert held_out[0] == held_out[1]
+    assert len(dm.test_dataloader().dataset) == 5
+    with pytest.raises(UserError, match=r"data\.holdout_size=-1 must be 0 or more"):
+        ImageDataModule("imagefolder", str(tmp_path), holdout_size=-1)
+
+
+def test_holdout_is_ignored_where_the_data_has_a_test_split(cifar10) -> None:
+    dm = ImageDataModule("cifar10", str(cifar10.root), download=False, val_size=10, holdout_size=5)
+    dm.setup("test")
+    assert len(dm.train_set) == 40 and len(dm.test_dataloader().dataset) == 20  # the official

@@ -95,3 +95,84 @@ def test_compiled_checkpoint_loads_uncompiled_strict(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(net(x), reference(x))
         torch.testing.assert_close(module.model(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_tta_averages_plain_and_mirrored_logits() -> None:
+    torch.manual_seed(0)
+    module = DenseNetClassifier("densenet_tiny", num_classes=10, tta=True).eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        plain, mirrored = module(x), module(torch.flip(x, dims=[3]))
+        assert not torch.allclose(plain, mirrored)  # the tiny net is not flip-invariant
+        torch.testing.assert_close(module._eval_logits(x), (plain + mirrored) / 2)
+        module.hparams.tta = False
+        torch.testing.assert_close(module._eval_logits(x), plain)
+
+
+def test_ema_weights_are_validated_saved_and_tested(tmp_path) -> None:
+    _, module = _fit(tmp_path, ema_decay=0.5, lr=0.2)
+    (path,) = tmp_path.glob("checkpoints/*.ckpt")  # written at the end of the last epoch
+    ckpt = torch.load(path, weights_only=True)
+    ema, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    key = "model.features.conv0.weight"
+    assert not torch.equal(ema[key], raw[key])
+    # After fit the callback copies the average into the module: what `test` then uses.
+    torch.testing.assert_close(module.state_dict()[key], ema[key])
+    net = load_network(str(path))
+    torch.testing.assert_close(net.state_dict()["features.conv0.weight"], ema[key])
+
+
+def test_a_time_budget_ends_training_with_the_schedule(tmp_path) -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    module = DenseNetClassifier(
+        "densenet_tiny", num_classes=10, schedule="cosine", budget_minutes=0.02
+    )
+    trainer = pl.Trainer(
+        max_epochs=10_000, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(module, loader)
+    # Stopped by the 1.2 s budget long before 10,000 epochs, with the cosine at its end.
+    assert 0 < trainer.global_step < 10_000 * 4
+    assert module.training_fraction(trainer.global_step) == 1
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+    assert module.budget_used_s() >= 1.2
+
+
+@pytest.mark.parametrize("kwargs", [{"budget_minutes": 0}, {"ema_decay": 1.0}])
+def test_bad_budget_and_ema(kwargs: dict) -> None:
+    with pytest.raises(UserError, match="must"):
+        DenseNetClassifier("densenet_tiny", **kwargs)
+
+
+@pytest.mark.slow
+def test_compiled_eval_builds_one_graph_per_mode(tmp_path) -> None:
+    """Training and evaluation each compile once: no recompilation when switching modes, at
+    the last, shorter evaluation batch (it is padded to the compiled size), or for the
+    mirrored batch of flip TTA."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    x, y = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
+    train = DataLoader(TensorDataset(x, y), batch_size=16, drop_last=True)
+    val = DataLoader(TensorDataset(x, y), batch_size=16)  # 16, 16, 8
+    module = DenseNetClassifier("densenet_tiny", num_classes=10, compile=True, tta=True)
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+        default_root_dir=tmp_path, accelerator="cpu", num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, train, val)
+    assert module.compiled and counters["stats"]["unique_graphs"] == 2
+    assert not counters["recompiles"]
+    uncompiled = DenseNetClassifier("densenet_tiny", num_classes=10, tta=True).eval()
+    uncompiled.load_state_dict(module.state_dict())
+    module.eval()
+    with torch.no_grad():
+        short = x[:8]  # padded to 16 inside, the padding's logits dropped
+        torch.testing.assert_close(
+            module._eval_logits(short), uncompiled._eval_logits(short), rtol=1e-4, atol=1e-5
+        )
+    assert counters["stats"]["unique_graphs"] == 2

@@ -1,0 +1,166 @@
+"""Checkpoints that survive a kill, and resuming a run in its own directory.
+
+- `AtomicCheckpointIO`: every checkpoint is written to a temporary file beside its target,
+  fsynced, then renamed over it, so a kill during a save leaves the previous file whole.
+  Checkpoints are read with `weights_only=True`: a file from elsewhere cannot run code.
+- `find_last_run`: the run directory `fit --ckpt_path last` continues.
+- `AppendingCSVLogger`: Lightning's CSV writer deletes `metrics.csv` when its folder is not
+  empty; resuming keeps the rows written up to the checkpoint and appends after them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.utilities.types import _PATH
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`torch.save` to `<dir>/.<name>.<random>.tmp`, fsync, `os.replace` onto the target.
+
+    Lightning's own save (an fsspec transaction) writes to the system temp folder and then
+    moves the file: where that folder is another filesystem the move is a copy onto the
+    target, which a kill can stop halfway, and nothing is fsynced. A rename within one
+    directory is atomic on POSIX, so readers see the old file or the new one, never half of
+    one. Remote paths (s3://, gs://) keep Lightning's behaviour.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed save
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)  # the rename itself survives a power cut
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        # Our checkpoints hold tensors and plain data only; refuse anything that runs code.
+        return super().load_checkpoint(
+            path, map_location, True if weights_only is None else weights_only
+        )
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def versions(folder: Path) -> list[int]:
+    """The N of each `version_N` under `folder`, ascending."""
+    found = [
+        int(m.group(1))
+        for p in (folder.iterdir() if folder.is_dir() else [])
+        if (m := re.fullmatch(r"version_(\d+)", p.name))
+    ]
+    return sorted(found)
+
+
+def find_last_run(folder: Path) -> int | None:
+    """The highest N whose `version_N/checkpoints/last.ckpt` exists, or None."""
+    with_last = [
+        v for v in versions(folder) if (folder / f"version_{v}/checkpoints/last.ckpt").is_file()
+    ]
+    return with_last[-1] if with_last else None
+
+
+def first_logged_step(checkpoint: dict[str, Any]) -> int:
+    """The first logger step of a run resumed from `checkpoint`.
+
+    Lightning logs by batches stepped, not `global_step`; it saves that count before adding
+    the batch in progress, and adds 1 back on restart unless the checkpoint was written after
+    the batch completed (the end of an epoch): `TrainingEpochLoop.reset`.
+    """
+    try:
+        fit = checkpoint["loops"]["fit_loop"]
+        stepped = int(fit["epoch_loop.state_dict"]["_batches_that_stepped"])
+        total = fit["epoch_loop.batch_progress"]["total"]
+    except (KeyError, TypeError):
+        return int(checkpoint.get("global_step", 0))
+    on_last = total["ready"] == total["started"] == total["processed"] == total["completed"]
+    return stepped if on_last else stepped + 1
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Continues an existing `metrics.csv` (Lightning's writer deletes it).
+
+    Rows the killed run logged after its checkpoint are logged again by the resumed run, so
+    at the first save the old rows from the first new step on are dropped. Until then the
+    file is untouched: a run killed again before it logs anything loses nothing.
+    """
+
+    def __init__(self, log_dir: str, resume: bool) -> None:
+        self._resume = resume
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        if not self._resume:
+            super()._check_log_dir_exists()  # a fresh run: Lightning's behaviour
+        elif self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])  # sorted
+
+    def save(self) -> None:
+        if self._resume and self.metrics and self._fs.isfile(self.metrics_file_path):
+            first = min(int(m["step"]) for m in self.metrics)
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) < first]
+            with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(rows)
+        self._resume = False
+        super().save()
+
+
+class AppendingCSVLogger(CSVLogger):
+    """`CSVLogger` that, with `resume=True`, continues the `metrics.csv` in its folder."""
+
+    def __init__(self, *args: Any, resume: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume = resume
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(self.log_dir, self._resume)
+        return self._experiment

@@ -1,0 +1,87 @@
+"""The learning curve of a run as a PNG: `python -m lightning_densenet.curves RUN_DIR [OUT.png]`.
+
+Reads the run's `metrics.csv` (the CSV logger's) and plots validation accuracy and the
+training loss per epoch against wall-clock minutes of training, with the learning rate
+on a second axis: what a time-budgeted recipe looks like from start to end.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from itertools import accumulate
+from pathlib import Path
+
+from lightning_densenet.errors import UserError
+
+
+def read_epochs(metrics_csv: Path) -> dict[str, list[float]]:
+    """Per-epoch columns of a metrics.csv: epoch, val/acc, train/loss_epoch, minutes, lr."""
+    if not metrics_csv.is_file():
+        raise UserError(f"{metrics_csv} does not exist: pass a run folder written by fit.")
+    with metrics_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    epochs: dict[int, dict[str, float]] = {}
+    lr: list[tuple[int, float]] = []
+    for row in rows:
+        if row.get("lr"):
+            lr.append((int(row["step"]), float(row["lr"])))
+        if row.get("epoch"):
+            merged = epochs.setdefault(int(row["epoch"]), {})
+            merged |= {k: float(v) for k, v in row.items() if v and k != "epoch"}
+    done = [e for e in sorted(epochs) if "val/acc" in epochs[e]]
+    seconds = [epochs[e].get("train/epoch_time_s", 0.0) for e in done]
+    return {
+        "epoch": [e + 1 for e in done],
+        "val_acc": [epochs[e]["val/acc"] for e in done],
+        "train_loss": [epochs[e].get("train/loss_epoch", float("nan")) for e in done],
+        "minutes": [s / 60 for s in accumulate(seconds)],
+        "lr_step": [s for s, _ in lr],
+        "lr": [v for _, v in lr],
+    }
+
+
+def plot_learning_curve(run: Path, out: Path, title: str | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = read_epochs(run / "metrics.csv")
+    fig, (acc_ax, lr_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    acc_ax.plot(curve["minutes"], [100 * a for a in curve["val_acc"]], "o-", label="val/acc")
+    for m, a, e in zip(curve["minutes"], curve["val_acc"], curve["epoch"], strict=True):
+        acc_ax.annotate(str(e), (m, 100 * a), textcoords="offset points", xytext=(0, 5), size=7)
+    acc_ax.set(xlabel="training minutes (epoch numbers at the points)", ylabel="accuracy, %")
+    acc_ax.grid(alpha=0.3)
+    loss_ax = acc_ax.twinx()
+    loss_ax.plot(curve["minutes"], curve["train_loss"], "s--", color="tab:red", alpha=0.6)
+    loss_ax.set_ylabel("training loss (with label smoothing)", color="tab:red")
+    lr_ax.plot(curve["lr_step"], curve["lr"])
+    lr_ax.set(xlabel="optimiser step", ylabel="learning rate", title="schedule")
+    lr_ax.grid(alpha=0.3)
+    fig.suptitle(title or str(run))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or len(args) > 2:
+        print("usage: python -m lightning_densenet.curves RUN_DIR [OUT.png]", file=sys.stderr)
+        return 2
+    run = Path(args[0])
+    out = Path(args[1]) if len(args) > 1 else run / "learning_curve.png"
+    try:
+        print(f"Wrote {plot_learning_curve(run, out)}")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

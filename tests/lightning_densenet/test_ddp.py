@@ -1,0 +1,259 @@
+"""Lightning DDP on CPU, 2 processes over gloo: shares, exact counts, synchronised metrics.
+
+The runs are real `python -m lightning_densenet` subprocesses (Lightning launches the
+second process itself). A small recording callback, loaded by class path like any user
+callback, writes what each process trained, validated and tested on, by image content.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = str(REPO / "configs/debug.yaml")
+
+RECORDER = '''
+import hashlib, json, os
+from pathlib import Path
+import pytorch_lightning as pl
+
+
+def _hashes(images):
+    return [hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest() for x in images.cpu()]
+
+
+class Recorder(pl.Callback):
+    """Writes rank<N>.json: the images each stage's batches held on this process."""
+
+    def __init__(self):
+        self.seen = {"train": {}, "val": {}, "test": {}}
+
+    def _add(self, stage, trainer, batch):
+        epoch = str(trainer.current_epoch)
+        self.seen[stage].setdefault(epoch, []).extend(_hashes(batch[0]))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._add("train", trainer, batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self._add("val", trainer, batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._add("test", trainer, batch)
+
+    def _dump(self, trainer):
+        dm = trainer.datamodule
+        splits = {"train": dm.train_set, "val": dm.val_set, "test": dm.test_set}
+        full = {k: _hashes(dm._normalize(s.images)) for k, s in splits.items() if s is not None}
+        record = {"world": trainer.world_size, "seen": self.seen, "full": full}
+        name = f"{trainer.state.fn.value}-rank{trainer.global_rank}.json"
+        out = Path(os.environ["RECORD_DIR"], name)
+        out.write_text(json.dumps(record))
+
+    def on_fit_end(self, trainer, pl_module):
+        self._dump(trainer)
+
+    def on_test_end(self, trainer, pl_module):
+        self._dump(trainer)
+'''
+
+# 360 training images: per process 11 batches of 16 (the one shuffled order dealt out by
+# whole batches), 41 validation and 23 test images: odd counts, so an even split is
+# impossible and padding (as DistributedSampler does) would show.
+N_VAL, N_TEST, BATCH = 41, 23, 16
+
+
+@pytest.fixture
+def setup(tmp_path, make_cifar):
+    cifar = make_cifar(tmp_path / "cifar", "cifar10", n_train=360 + N_VAL, n_test=N_TEST)
+    (tmp_path / "recorder.py").write_text(RECORDER)
+    (tmp_path / "rec").mkdir()
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",  # two processes on a 2-core machine
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "RECORD_DIR": str(tmp_path / "rec"),
+    }
+    return cifar, env
+
+
+def _cli(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_densenet", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _common(cifar, root: Path) -> list[str]:
+    return [
+        "--config",
+        DEBUG,
+        "--data.root",
+        str(cifar.root),
+        "--data.download",
+        "false",
+        "--data.val_size",
+        str(N_VAL),
+        "--data.max_train_images",
+        "null",
+        "--data.eval_batch_size",
+        "8",
+        "--data.augment",
+        "false",  # records compare raw images; the crops are tested elsewhere
+        "--trainer.limit_train_batches",
+        "null",
+        "--trainer.limit_val_batches",
+        "null",
+        "--trainer.limit_test_batches",
+        "null",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.callbacks+=recorder.Recorder",
+    ]
+
+
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+# A tiny DenseNet without batch norm (see the comparison with one process), 2 epochs.
+TRAIN = [
+    "--model.arch",
+    "{growth_rate: 4, block_config: [2, 2], batch_norm: false}",
+    "--trainer.max_epochs",
+    "2",
+]
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _last(rows: list[dict[str, str]], key: str) -> float:
+    return float([r[key] for r in rows if r.get(key)][-1])
+
+
+def _records(folder: Path, fn: str) -> list[dict]:
+    return [json.loads((folder / f"{fn}-rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setup) -> None:
+    cifar, env = setup
+    fit = ["fit", *_common(cifar, tmp_path / "ddp"), *TRAIN, "--data.batch_size", str(BATCH)]
+    result = _cli(tmp_path, env, *fit, *DDP)
+    assert "sync_dist" not in result.stderr  # every epoch-level metric is synchronised
+
+    # Training: disjoint shares of each epoch, equal in size, drawn from the training split.
+    ranks = _records(tmp_path / "rec", "fit")
+    assert [r["world"] for r in ranks] == [2, 2]
+    train = set(ranks[0]["full"]["train"])
+    for epoch in ("0", "1"):
+        a, b = (r["seen"]["train"][epoch] for r in ranks)
+        assert len(a) == len(b) == 11 * BATCH and len(set(a)) == len(set(b)) == len(a)
+        assert not set(a) & set(b) and set(a) | set(b) <= train
+    assert ranks[0]["seen"]["train"]["0"] != ranks[0]["seen"]["train"]["1"]  # reshuffled
+    # Validation: every image exactly once over both processes, no padding duplicates.
+    val = ranks[0]["full"]["val"]
+    assert len(val) == N_VAL
+    for epoch in ("0", "1"):
+        seen = ranks[0]["seen"]["val"][epoch] + ranks[1]["seen"]["val"][epoch]
+        assert sorted(seen) == sorted(val)
+
+    # One run folder, one set of checkpoints (written by rank 0 only).
+    runs = list((tmp_path / "ddp/debug").iterdir())
+    assert [p.name for p in runs] == ["version_0"]
+    ddp_run = runs[0]
+    ckpts = sorted(p.name for p in (ddp_run / "checkpoints").iterdir())
+    assert len(ckpts) == 2 and "last.ckpt" in ckpts, ckpts
+    ddp_acc = _last(_rows(ddp_run), "val/acc")
+    ddp_loss = _last(_rows(ddp_run), "val/loss")
+
+    # The logged DDP metrics are those of the whole validation split: one process
+    # validating the DDP checkpoint gets the same accuracy (counts: exact) and loss.
+    ckpt = str(ddp_run / "checkpoints/last.ckpt")
+    val_args = ["validate", *_common(cifar, tmp_path / "one"), "--ckpt_path", ckpt]
+    _cli(tmp_path, env, *val_args)
+    single = _rows(tmp_path / "one/debug-validate/version_0")
+    assert _last(single, "val/acc") == ddp_acc
+    assert round(ddp_acc * N_VAL, 4).is_integer()  # k of 41 images: nothing counted twice
+    assert _last(single, "val/loss") == pytest.approx(ddp_loss, rel=1e-5)
+
+    # Test: each of the 23 test images once over both processes; the same accuracy as one.
+    test_args = ["test", *_common(cifar, tmp_path / "ddp"), "--ckpt_path", ckpt]
+    _cli(tmp_path, env, *test_args, *DDP)
+    ranks = _records(tmp_path / "rec", "test")
+    seen = ranks[0]["seen"]["test"]["0"] + ranks[1]["seen"]["test"]["0"]
+    assert sorted(seen) == sorted(ranks[0]["full"]["test"]) and len(seen) == N_TEST
+    ddp_test = _last(_rows(tmp_path / "ddp/debug-test/version_0"), "test/acc")
+    _cli(tmp_path, env, "test", *_common(cifar, tmp_path / "one"), "--ckpt_path", ckpt)
+    assert _last(_rows(tmp_path / "one/debug-test/version_0"), "test/acc") == ddp_test
+
+    # Against one process trained on the same data, batch 32 = 2 x 16: each step sees the
+    # same 32 images (process r takes global batch 2k + r of the one order; one process
+    # takes batch k of 32, the same images) and the same gradient (DDP averages the two
+    # processes' mean gradients over 16 into the mean over 32). The network has no batch
+    # norm: its statistics would differ (16 images against 32; DDP keeps rank 0's running
+    # averages) and SyncBatchNorm needs a GPU. Only the order of floating-point sums
+    # differs, ~1e-7 relative per step, over 22 SGD steps: the weights agree to ~1e-5, the
+    # validation loss to its 4th significant digit (rel 1e-3), and at most one of the 41
+    # predictions may flip on a near tie, so |delta acc| <= 1/41.
+    one = ["fit", *_common(cifar, tmp_path / "one"), *TRAIN]
+    _cli(tmp_path, env, *one, "--data.batch_size", str(2 * BATCH))
+    one_rows = _rows(tmp_path / "one/debug/version_0")
+    assert abs(_last(one_rows, "val/acc") - ddp_acc) <= 1 / N_VAL + 1e-9
+    assert _last(one_rows, "val/loss") == pytest.approx(ddp_loss, rel=1e-3)
+    one_state = torch.load(tmp_path / "one/debug/version_0/checkpoints/last.ckpt")["state_dict"]
+    ddp_state = torch.load(ckpt)["state_dict"]
+    for key, value in one_state.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(ddp_state[key], value, rtol=1e-3, atol=1e-4)
+
+
+# --- The shards themselves, without processes ------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(41, 8, 2), (23, 8, 2), (10, 4, 3), (97, 7, 4)])
+def test_evaluation_shards_count_each_image_once(n: int, batch: int, world: int) -> None:
+    from lightning_densenet.data import BatchIndexSampler
+
+    shards = [
+        [b.tolist() for b in BatchIndexSampler(n, batch, shuffle=False, drop_last=False,
+                                                rank=r, world_size=world)]
+        for r in range(world)
+    ]  # fmt: skip
+    assert len({len(s) for s in shards}) == 1  # the same number of batches on every process
+    assert all(0 < len(b) <= batch for s in shards for b in s)
+    assert sorted(i for s in shards for b in s for i in b) == list(range(n))  # each once
+
+
+def test_training_shards_deal_out_whole_batches_of_one_order() -> None:
+    from lightning_densenet.data import BatchIndexSampler
+
+    one = BatchIndexSampler(100, 8, shuffle=True, drop_last=True, seed=3)
+    one.set_epoch(2)
+    order = [b.tolist() for b in one]  # 12 batches of 8
+    shards = []
+    for rank in range(3):
+        sampler = BatchIndexSampler(100, 8, shuffle=True, drop_last=True, seed=3, rank=rank,
+                                    world_size=3)  # fmt: skip
+        sampler.set_epoch(2)
+        shards.append([b.tolist() for b in sampler])
+    assert [len(s) for s in shards] == [4, 4, 4]
+    assert [shards[r][k] for k in range(4) for r in range(3)] == order  # batch 3k + r

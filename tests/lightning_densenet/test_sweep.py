@@ -1,0 +1,247 @@
+"""`python -m lightning_densenet sweep`: real trials, resume after a kill, pruning, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from lightning_densenet import build_model
+from lightning_densenet.cli import main
+from lightning_densenet.sweep_config import read_sweep
+from lightning_densenet.sweep_space import apply, sample
+
+REPO = Path(__file__).resolve().parents[2]
+SWEEP_DEBUG = REPO / "configs/sweep_debug.yaml"
+PNGS = ("optimization_history", "param_importances", "val_acc_vs_params", "val_acc_vs_fit_seconds")
+
+
+@pytest.fixture
+def cifar(tmp_path, make_cifar):
+    return make_cifar(tmp_path / "cifar", "cifar10", n_train=200, n_test=20)
+
+
+def _args(config: Path, cifar, tmp_path: Path) -> list[str]:
+    args = ["sweep", "--config", str(config), "--data.root", str(cifar.root)]
+    args += ["--data.download", "false", "--data.val_size", "40"]
+    return [*args, "--trainer.default_root_dir", str(tmp_path / "runs")]
+
+
+def _config(tmp_path: Path, **sweep: object) -> Path:
+    """sweep_debug.yaml with some sweep fields changed, as study.yaml."""
+    config = yaml.safe_load(SWEEP_DEBUG.read_text())
+    config["sweep"].update(sweep)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _study(tmp_path: Path, name: str) -> optuna.Study:
+    url = f"sqlite:///{tmp_path / 'runs/sweeps' / name}.db"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _table(tmp_path: Path, name: str) -> list[dict[str, str]]:
+    with (tmp_path / "runs/sweeps" / name / "trials.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_debug_study_runs_real_fits_and_reports_them(tmp_path, cifar) -> None:
+    args = _args(SWEEP_DEBUG, cifar, tmp_path)
+    assert main(args) == 0
+    study, folder = _study(tmp_path, "sweep_debug"), tmp_path / "runs/sweeps/sweep_debug"
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    space = yaml.safe_load(SWEEP_DEBUG.read_text())["sweep"]["space"]
+    for t in trials:
+        assert set(t.params) == set(space) and 0 <= t.value <= 1
+        # The sampled values reached the fit: its saved config, and the network it built.
+        run = Path(t.user_attrs["run_dir"])
+        assert run == folder / f"trial_{t.number:03d}/version_0"
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config["model"]["lr"] == t.params["model.lr"]
+        assert config["data"]["batch_size"] == t.params["data.batch_size"]
+        arch = config["model"]["arch"]
+        assert arch["growth_rate"] == t.params["model.arch.growth_rate"]
+        assert str(arch["block_config"]) == t.params["model.arch.block_config"]
+        assert arch["num_init_features"] == 8  # the rest of the densenet_tiny preset
+        net_params = sum(p.numel() for p in build_model(arch, 10).parameters())
+        assert t.user_attrs["params"] == net_params
+        assert list(run.glob("events.out.tfevents.*")) and (run / "metrics.csv").is_file()
+        assert (run / "checkpoints/last.ckpt").is_file()
+
+    rows = _table(tmp_path, "sweep_debug")
+    assert [int(r["number"]) for r in rows] == [0, 1, 2]
+    assert all(value != "" for r in rows for value in r.values()), rows
+    for r, t in zip(rows, trials, strict=True):
+        assert r["state"] == "COMPLETE" and float(r["val/acc"]) == pytest.approx(t.value)
+        assert float(r["fit_seconds"]) > 0 and int(r["params"]) == t.user_attrs["params"]
+    markdown = (folder / "trials.md").read_text().splitlines()
+    assert len(markdown) == 2 + 3 and all(name in markdown[0] for name in space)
+    for name in PNGS:
+        assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    # The same command finds the study complete; --n-trials raises the total it aims for.
+    assert main(args) == 0 and len(_study(tmp_path, "sweep_debug").trials) == 3
+    assert main([*args, "--n-trials", "4"]) == 0
+    assert (
+        len(_study(tmp_path, "sweep_debug").trials) == 4
+        and len(_table(tmp_path, "sweep_debug")) == 4
+    )
+
+
+def test_a_killed_study_resumes_without_losing_finished_trials(tmp_path, cifar) -> None:
+    # Three epochs a trial (the command line outranks the budget) leave time to kill one.
+    config = _config(tmp_path, n_trials=3, heartbeat_seconds=1)
+    args = [*_args(config, cifar, tmp_path), "--trainer.max_epochs", "3"]
+    log = (tmp_path / "first.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightning_densenet", *args], cwd=tmp_path, stdout=log, stderr=log
+    )
+    db = tmp_path / "runs/sweeps/study.db"
+    url = f"sqlite:///{db}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:  # until one trial has finished and the next one runs
+            assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in 120 s"
+            states = []
+            if db.is_file():  # load_study would create the file itself
+                with contextlib.suppress(KeyError):  # the file is there, the study not yet
+                    study = optuna.load_study(study_name="study", storage=url)
+                    states = [t.state for t in study.trials]
+            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+                break
+            time.sleep(0.1)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    before = optuna.load_study(study_name="study", storage=url).trials
+    done = {t.number: (t.params, t.value) for t in before if t.state == TrialState.COMPLETE}
+    killed = before[-1]
+    assert killed.state == TrialState.RUNNING and done
+
+    time.sleep(2.5)  # past the heartbeat's grace period (2 x 1 s): the killed trial is stale
+    assert main(args) == 0
+    after = _study(tmp_path, "study").trials
+    for number, (params, value) in done.items():
+        assert after[number].params == params and after[number].value == value
+    assert after[killed.number].state == TrialState.FAIL
+    retry = [t for t in after if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retry) == 1 and retry[0].params == killed.params
+    assert retry[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 3
+    rows = {int(r["number"]): r for r in _table(tmp_path, "study")}
+    assert (
+        rows[killed.number]["state"] == "FAIL"
+        and rows[killed.number]["note"] == "interrupted before it finished"
+    )
+    assert f"repeats trial {killed.number}" in rows[retry[0].number]["note"]
+
+
+def test_a_pruned_trial_is_recorded_as_pruned(tmp_path, cifar) -> None:
+    # val/acc can never reach 1.01, so the first report prunes every trial.
+    config = _config(tmp_path, n_trials=2, pruner={"threshold": {"lower": 1.01}})
+    assert main(_args(config, cifar, tmp_path)) == 0
+    trials = _study(tmp_path, "study").trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2  # pruned trials count
+    assert all(list(t.intermediate_values) == [0] for t in trials)
+    for r, t in zip(_table(tmp_path, "study"), trials, strict=True):
+        assert r["state"] == "PRUNED" and r["note"] == "pruned after epoch 0"
+        assert float(r["val/acc"]) == pytest.approx(t.intermediate_values[0])
+        assert int(r["params"]) > 0 and float(r["fit_seconds"]) > 0
+
+
+def test_rejected_trials_are_recorded_and_stop_the_study_when_all_fail(
+    tmp_path, cifar, capsys
+) -> None:
+    # 4096 exceeds the 160 training images: fit refuses every trial with a UserError.
+    config = yaml.safe_load(SWEEP_DEBUG.read_text())
+    config["sweep"]["space"] = {"data.batch_size": {"type": "categorical", "choices": [4096]}}
+    config["sweep"]["max_failures"] = 2
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    line = _error_line(capsys, *_args(path, cifar, tmp_path))
+    assert "2 trials in a row failed" in line and "data.batch_size=4096" in line
+    trials = _study(tmp_path, "study").trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all("data.batch_size=4096" in t.user_attrs["error"] for t in trials)
+    assert all("batch_size=4096" in r["note"] for r in _table(tmp_path, "study"))
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"model.bogus": {"type": "float", "low": 0, "high": 1}}, "'model.bogus' is not a key"),
+        ({"model.arch.depth": {"type": "int", "low": 1, "high": 2}}, "'model.arch.depth'"),
+        ({"model.lr": {"type": "float", "low": 1, "high": 0.1}}, "low=1 above high=0.1"),
+        ({"model.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "low > 0"),
+        ({"model.lr": {"type": "uniform", "low": 0, "high": 1}}, "type 'uniform'"),
+        ({"data.batch_size": {"type": "categorical", "choices": []}}, "non-empty list"),
+    ],
+)
+def test_a_bad_space_entry_is_one_error_line(tmp_path, cifar, capsys, entry, expected) -> None:
+    config = yaml.safe_load(SWEEP_DEBUG.read_text())
+    config["sweep"]["space"] = entry
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert expected in _error_line(capsys, *_args(path, cifar, tmp_path))
+    assert not (tmp_path / "runs").exists()  # nothing ran, nothing was written
+
+
+def test_other_bad_input_is_one_error_line(tmp_path, cifar, capsys) -> None:
+    args = _args(SWEEP_DEBUG, cifar, tmp_path)
+    line = _error_line(capsys, *args, "--model.lr", "0.1")
+    assert "--model.lr sets model.lr, which sweep.space samples" in line
+    line = _error_line(capsys, *args, "--model.arch", "densenet_tiny")
+    assert "model.arch.growth_rate" in line
+    line = _error_line(capsys, *args, "--storage", "nosuchdb://x")
+    assert "--storage nosuchdb://x cannot be opened" in line
+    line = _error_line(capsys, "sweep", "--config", str(tmp_path / "none.yaml"))
+    assert "does not exist" in line
+    line = _error_line(capsys, "sweep", "--config", str(REPO / "configs/debug.yaml"))
+    assert "has no sweep: block" in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["sweep_debug", "sweep_cpu"])
+def test_sweep_configs_give_trial_configs_that_fit_accepts(name, tmp_path, capsys) -> None:
+    """Three sampled trial configs of each shipped study parse as fit configs."""
+    sweep = read_sweep(str(REPO / f"configs/{name}.yaml"), [])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for i in range(3):
+        trial = study.ask()
+        config = yaml.safe_load(yaml.safe_dump(sweep.base))
+        values = sample(trial, sweep.params)
+        for key, value in values.items():
+            apply(config, key, value)
+        path = tmp_path / f"trial_{i}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(path), "--print_config"])
+        assert exit_info.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        for key, value in values.items():
+            section, *rest = key.split(".")
+            node = printed[section]
+            for part in rest:
+                node = node[part]
+            assert node == value, key
