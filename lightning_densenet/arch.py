@@ -113,9 +113,9 @@ PRESETS: dict[str, DenseNetConfig] = {
     # Small models for a 2-core CPU: the CPU recipe and the tests.
     "densenet_bc_40_k12": cifar_densenet(40, 12, bc=True),  # 0.18M
     # The 30-minute CPU recipe: DenseNet-C (no bottleneck, theta 0.5), L=13, k=48, a 64-wide
-    # stem. Few, wide layers: on 2 CPU cores its convolutions run at ~2.5x the GFLOP/s of
-    # BC-40's 12-channel ones, so it trains about as many images per second with 3.5x the
-    # parameters (README, "The 30-minute CPU recipe").
+    # stem. Few, wide layers: on 2 CPU cores its convolutions run at ~2.4x the GFLOP/s of
+    # BC-40's 12-channel ones, so it trains at ~70% of BC-40's images per second with 3.5x
+    # the parameters (README, "The 30-minute CPU recipe").
     "densenet_c_13_k48": DenseNetConfig(
         growth_rate=48, block_config=(3, 3, 3), bottleneck=False, num_init_features=64
     ),

@@ -30,6 +30,9 @@ ScheduleName = Literal["step", "cosine", "onecycle", "constant"]
 
 # Keys of the YAML blocks that steer PyTorch only (compilation, loader processes, ...).
 _TORCH_ONLY_MODEL_KEYS = {"compile", "compile_mode", "memory_efficient", "channels_last"}
+# Training options of the Lightning module the reference does not have: accepted with a
+# warning, so one YAML still drives both frameworks.
+_TORCH_ONLY_TRAINING_KEYS = {"budget_minutes", "ema_decay", "tta"}
 _TORCH_ONLY_DATA_KEYS = {"num_workers"}
 _SECTIONS = ("seed_everything", "trainer", "model", "data")
 
@@ -45,6 +48,7 @@ class DataConfig:
     eval_batch_size: int | None = None  # validation and test batches; None: batch_size
     val_size: int = 5000  # carved from train with `seed` (datasets.train_val_split)
     max_train_images: int | None = None  # use only this many training images
+    holdout_size: int = 0  # data without a test split: held out as one (datasets.holdout_split)
     augment: bool = True  # pad-4 random crop + horizontal flip
     seed: int = 0  # the split, the shuffle and the augmentation
     cache_dir: str | None = None  # decoded image folders (.npz); None: the user cache
@@ -107,6 +111,7 @@ class Experiment:
             "use a positive batch size or null",
         )
         _check(d.val_size >= 0, "data.val_size", d.val_size, "use 0 or more images")
+        _check(d.holdout_size >= 0, "data.holdout_size", d.holdout_size, "use 0 or more images")
         n_train = d.max_train_images
         _check(
             n_train is None or n_train >= 1,
@@ -151,6 +156,7 @@ _DATA_TYPES: dict[str, type | tuple[type, ...]] = {
     "eval_batch_size": int,
     "val_size": int,
     "max_train_images": int,
+    "holdout_size": int,
     "augment": bool,
     "seed": int,
     "cache_dir": str,
@@ -234,6 +240,13 @@ def _parse(raw: dict[str, Any], name: str) -> Experiment:
         model.pop(key, None)
     for key in _TORCH_ONLY_DATA_KEYS:
         data.pop(key, None)
+    for key in sorted(_TORCH_ONLY_TRAINING_KEYS & set(model)):
+        if model.pop(key) not in (None, 0, 0.0, False):
+            warnings.warn(
+                f"model.{key} is ignored: the TensorFlow reference does not have it "
+                "(it trains for trainer.max_epochs, without weight averaging or TTA).",
+                stacklevel=3,
+            )
     _reject_unknown("model", model, set(_MODEL_FIELDS))
     _reject_unknown("data", data, {f.name for f in dataclasses.fields(DataConfig)})
     precision = str(trainer.get("precision", "32-true"))

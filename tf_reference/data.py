@@ -97,7 +97,9 @@ def download_cifar(
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """Reads `cfg`'s dataset and carves the validation split with `datasets.train_val_split`."""
+    """Reads `cfg`'s dataset and carves the splits as the PyTorch side does: a hold-out test
+    split (`datasets.holdout_split`) where the data has none, then validation
+    (`datasets.train_val_split`)."""
     if cfg.dataset == "imagefolder":
         full = datasets.load_image_folder(cfg.root, "train", cfg.cache_dir)
         has_test = datasets.has_split(cfg.root, "test", cfg.cache_dir)
@@ -107,8 +109,13 @@ def load_splits(cfg: DataConfig) -> Splits:
             download_cifar(cfg.root, cfg.dataset)
         full = datasets.load_cifar(cfg.root, cfg.dataset, "train")
         test = datasets.load_cifar(cfg.root, cfg.dataset, "test")
-    train_idx, val_idx = datasets.train_val_split(
-        len(full), cfg.val_size, cfg.seed, cfg.max_train_images
+    pool = np.arange(len(full))
+    if cfg.holdout_size and test is None:
+        held_out, pool = datasets.holdout_split(len(full), cfg.holdout_size)
+        test = _subset(full, held_out)
+    train_idx, val_idx = (
+        pool[i]
+        for i in datasets.train_val_split(len(pool), cfg.val_size, cfg.seed, cfg.max_train_images)
     )
     train = _subset(full, train_idx)
     mean, std = datasets.channel_stats(train.images)

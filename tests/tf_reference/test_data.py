@@ -56,6 +56,21 @@ def test_splits_are_train_val_split_of_the_real_images(real_data: DataConfig) ->
     assert splits.test is None  # the archive has no test/ folder
 
 
+def test_holdout_split_is_the_pytorch_sides(real_data: DataConfig) -> None:
+    """With `holdout_size` the archive's hold-out becomes the test split: the images of
+    `datasets.holdout_split` (which the PyTorch data module uses too), and the validation
+    and training splits are carved from the rest, as there."""
+    cfg = dataclasses.replace(real_data, val_size=500, max_train_images=2000, holdout_size=700)
+    splits = load_splits(cfg)
+    full = datasets.load_image_folder(real_data.root, "train", real_data.cache_dir)
+    held_out, rest = datasets.holdout_split(len(full), 700)
+    train_idx, val_idx = datasets.train_val_split(len(rest), 500, 0, 2000)
+    assert splits.test is not None
+    np.testing.assert_array_equal(splits.test.images, full.images[held_out])
+    np.testing.assert_array_equal(splits.train.images, full.images[rest[train_idx]])
+    np.testing.assert_array_equal(splits.val.labels, full.labels[rest[val_idx]])
+
+
 def test_train_batches_have_one_fixed_shape(real_data: DataConfig) -> None:
     cfg = dataclasses.replace(real_data, val_size=0, max_train_images=300)
     splits = load_splits(cfg)
