@@ -1,7 +1,9 @@
 """DenseNet for CIFAR-10/100 in PyTorch Lightning, with torch.compile.
 
-`lightning_densenet.arch` (the architecture config and presets) imports neither torch
-nor TensorFlow, so `tf_reference` can share it; the torch parts load on first use.
+The framework-free core (`arch`: the architecture config and presets; `errors`;
+`schedules`; `datasets`) imports neither torch nor TensorFlow and is read by `tf_reference`
+too. This package imports neither framework, so `tf_reference`, which reaches the core
+through it, stays torch-free; the weight port, which needs both, is `parity_tests.convert`.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
+    # A convenience, not a cycle workaround: `from lightning_densenet import build_model`
+    # loads torch only when asked, so importing the core through this package stays torch-free.
     if name in ("DenseNet", "build_model"):
         from lightning_densenet import model
 

@@ -1,5 +1,6 @@
 """Callbacks the CLI adds to every run: checkpoints (best, last, and last again every few
-minutes), a stop on a non-finite loss, training throughput and the predictions file."""
+minutes), a stop on a non-finite loss, throughput (Lightning's, for image batches) and the
+predictions file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    ModelCheckpoint,
+    ThroughputMonitor,
+)
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 from lightning_densenet.errors import UserError
 
@@ -122,55 +130,50 @@ class StopOnNonFiniteLoss(Callback):
         )
 
 
-class TrainThroughput(Callback):
-    """Logs `train/images_per_sec` and `train/epoch_time_s` for each training epoch.
+def images_in(batch: Any) -> int:
+    """The number of images in an `(images, labels)` batch or a batch of images."""
+    return len(batch[0] if isinstance(batch, (tuple, list)) else batch)
 
-    Timed from the first to the last training batch of the epoch, so validation, the
-    sanity check and start-up are left out; with `skip_first_batches` the first batches the
-    process runs (torch.compile's compilation, cuDNN autotuning; again after a resume) are
-    left out too. A run resumed mid-epoch times the rest of that epoch.
+
+class TrainThroughput(ThroughputMonitor):
+    """Lightning's `ThroughputMonitor` for image batches; in `fit` it logs training only.
+
+    Every `trainer.log_every_n_steps` steps: `train/time` (seconds of training batches since
+    this process began training, validation left out), `train/samples`, `train/batches`, and,
+    once `window_size` batches have run, `train/device/samples_per_sec` over the last
+    `window_size` batches, so compilation and cuDNN autotuning fall out of the window (with
+    DDP also `train/samples_per_sec`: rank 0's times the processes). `validate`, `test` and
+    `predict` log Lightning's `validate/...`, `test/...`, `predict/...` figures.
+
+    Args:
+        window_size: batches in the rolling average (at least 2).
+        skip_first_batches: no longer used (the window leaves the first batches out); read so
+            that the `config.yaml` of older runs still loads.
     """
 
-    def __init__(self, skip_first_batches: int = 2) -> None:
-        self.skip_first_batches = skip_first_batches
-        self._batches_run, self._images, self._start, self._end = 0, 0, 0.0, 0.0
+    def __init__(self, window_size: int = 100, skip_first_batches: int | None = None) -> None:
+        if window_size < 2:
+            raise UserError(f"throughput.window_size={window_size} must be 2 or more.")
+        if skip_first_batches is not None:
+            rank_zero_warn("throughput.skip_first_batches is no longer used: see window_size.")
+        super().__init__(batch_size_fn=images_in, window_size=window_size)
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch.
-        self._batches_run, self._images, self._start = 0, 0, time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._images, self._start = 0, time.perf_counter()
-
-    def on_train_batch_end(
+    @rank_zero_only
+    def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
         pl_module: pl.LightningModule,
         outputs: Any,
         batch: Any,
-        batch_idx: int,
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
-        self._batches_run += 1
-        if self._batches_run < self.skip_first_batches:
-            return
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        # Validation runs before on_train_epoch_end, so the clock stops at the last batch.
-        self._end = time.perf_counter()
-        if self._batches_run == self.skip_first_batches:
-            self._start = self._end  # the clock starts after the skipped batches
-        else:
-            self._images += batch[0].shape[0]
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._images == 0:
-            return
-        seconds = self._end - self._start
-        # With DDP: the images of all processes per second, and the slowest process's time.
-        pl_module.log(
-            "train/images_per_sec", self._images / seconds, sync_dist=True, reduce_fx="sum"
-        )
-        pl_module.log("train/epoch_time_s", seconds, sync_dist=True, reduce_fx="max")
+        if trainer.state.fn != TrainerFn.FITTING:
+            super().on_validation_batch_end(trainer, pl_module, outputs, batch, *args, **kwargs)
+        elif not trainer.sanity_checking:
+            # Timed, so that validation is taken out of `train/time`, but not logged: Lightning
+            # numbers these rows by validation batch, amid the training steps in metrics.csv.
+            self._update(trainer, pl_module, batch, 0)
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -83,22 +83,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def versions(folder: Path) -> list[int]:
-    """The N of each `version_N` under `folder`, ascending."""
+def find_last_run(folder: Path) -> int | None:
+    """The highest N whose `version_N/checkpoints/last.ckpt` exists, or None.
+
+    Kept because Lightning's `ckpt_path="last"` looks only in the new run's own folder.
+    """
     found = [
         int(m.group(1))
-        for p in (folder.iterdir() if folder.is_dir() else [])
-        if (m := re.fullmatch(r"version_(\d+)", p.name))
+        for ckpt in folder.glob("version_*/checkpoints/last.ckpt")
+        if ckpt.is_file() and (m := re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name))
     ]
-    return sorted(found)
-
-
-def find_last_run(folder: Path) -> int | None:
-    """The highest N whose `version_N/checkpoints/last.ckpt` exists, or None."""
-    with_last = [
-        v for v in versions(folder) if (folder / f"version_{v}/checkpoints/last.ckpt").is_file()
-    ]
-    return with_last[-1] if with_last else None
+    return max(found, default=None)
 
 
 def first_logged_step(checkpoint: dict[str, Any]) -> int:

@@ -1,4 +1,4 @@
-"""`python -m lightning_densenet fit|validate|test|predict|convert|sweep` through LightningCLI.
+"""`python -m lightning_densenet fit|validate|test|predict|sweep` through LightningCLI.
 
 Each run writes into `runs/<experiment>/version_N/`: the resolved `config.yaml`,
 TensorBoard events, `metrics.csv`, `checkpoints/` (best by val/acc, and last), and for
@@ -40,7 +40,6 @@ from lightning_densenet.checkpointing import (
     AtomicCheckpointIO,
     find_last_run,
     first_logged_step,
-    versions,
 )
 from lightning_densenet.data import ImageDataModule
 from lightning_densenet.datasets import default_cache_dir
@@ -75,10 +74,21 @@ def _condense(message: str) -> str:
     return " ".join(lines)
 
 
+# Options that change how the network runs, not what it is. LightningCLI replaces the model
+# config with a checkpoint's hyperparameters (Lightning-AI/pytorch-lightning#20310), which
+# would drop `test --ckpt_path X --model.tta false`; given on the command line, they win.
+RUNTIME_OPTIONS = ("tta", "compile", "compile_mode", "channels_last", "memory_efficient")
+
+
 class DenseNetCLI(LightningCLI):
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         self.parser_class = _OneLineErrorParser
         return super().init_parser(**kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        for key, value in self._runtime_overrides.items():
+            self.config[subcommand]["model"][key] = value
 
     def instantiate_classes(self) -> None:
         try:
@@ -111,23 +121,20 @@ class DenseNetCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.trainer.logger is None:  # not set by the user: TensorBoard + CSV, one folder
             root, name = self._experiment_folder(config, self.subcommand)
-            version, resume_step = _next_version(root / name), None
+            version: int | None = None  # None: TensorBoard takes the next version_N
+            resume_step = None
             if self._resume_run is not None:  # continue that run's folder and logs
                 root, name, version = self._resume_run
                 resume_step = self._resume_step
                 self.save_config_kwargs["overwrite"] = True  # config.yaml: the latest command
+            # purge_step: TensorBoard hides what the killed run logged past the checkpoint.
+            tensorboard = TensorBoardLogger(
+                root, name=name, version=version, default_hp_metric=False, purge_step=resume_step
+            )
+            resume = self._resume_run is not None
             kwargs["logger"] = [
-                # purge_step: TensorBoard hides what the killed run logged past the checkpoint.
-                TensorBoardLogger(
-                    root,
-                    name=name,
-                    version=version,
-                    default_hp_metric=False,
-                    purge_step=resume_step,
-                ),
-                AppendingCSVLogger(
-                    root, name=name, version=version, resume=self._resume_run is not None
-                ),
+                tensorboard,
+                AppendingCSVLogger(root, name=name, version=tensorboard.version, resume=resume),
             ]
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
@@ -149,12 +156,18 @@ class DenseNetCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        given = _model_options_on_command_line(sys.argv[1:] if args is None else args)
+        self._runtime_overrides = {
+            key: self.config[subcommand]["model"][key]
+            for key in RUNTIME_OPTIONS
+            if subcommand and key in given
+        }
         # Checked here, before LightningCLI reads the checkpoint's hyperparameters into the
         # model config (a missing or corrupt file would otherwise end in a traceback).
         self._ckpt_shapes: dict[str, torch.Size] = {}
         self._resume_run: tuple[Path, str, int] | None = None  # (root, name, version) of fit
         self._resume_step: int | None = None
-        subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if subcommand == "fit" and ckpt in ("last", "last_or_fresh"):
             ckpt = self._resolve_last(ckpt)
@@ -224,6 +237,17 @@ class DenseNetCLI(LightningCLI):
         return path.stem
 
 
+def _model_options_on_command_line(args: Any) -> set[str]:
+    """`--model.tta false`, `--model.tta=false` -> {"tta"}."""
+    if not isinstance(args, (list, tuple)):
+        return set()
+    return {
+        arg.removeprefix("--model.").split("=")[0]
+        for arg in args
+        if isinstance(arg, str) and arg.startswith("--model.")
+    }
+
+
 def _exact_mean(reduce: Callable[..., Any]) -> Callable[..., Any]:
     """`Strategy.reduce` that averages integer tensors as floats.
 
@@ -261,10 +285,6 @@ def _run_of(ckpt: Path, state: dict[str, Any]) -> Path | None:
     return run if re.fullmatch(r"version_\d+", run.name) else None
 
 
-def _next_version(folder: Path) -> int:
-    return max(versions(folder), default=-1) + 1
-
-
 def run_cli(args: list[str] | None, callbacks: Sequence[Callback] = ()) -> DenseNetCLI:
     """Runs one subcommand (`args` None: read sys.argv); a user's mistake raises UserError.
 
@@ -276,6 +296,8 @@ def run_cli(args: list[str] | None, callbacks: Sequence[Callback] = ()) -> Dense
     warnings.filterwarnings(
         "ignore", message=r"Experiment logs directory .* exists and is not empty"
     )
+    # Throughput in images per second is what we report; FLOPs would need a model count.
+    warnings.filterwarnings("ignore", message=r"When using the `ThroughputMonitor`")
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls/convs on Ampere and newer
     # Inductor's default cache, /tmp/torchinductor_$USER, is lost at every reboot: keep
@@ -293,10 +315,13 @@ def run_cli(args: list[str] | None, callbacks: Sequence[Callback] = ()) -> Dense
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    if args and args[0] == "convert":
-        from lightning_densenet import convert
-
-        return convert.main(args[1:])
+    if args and args[0] == "convert":  # moved above both frameworks, whose weights it ports
+        print(
+            "error: the weight port is now `python -m parity_tests.convert SRC DST` "
+            "(same arguments).",
+            file=sys.stderr,
+        )
+        return 2
     if args and args[0] == "sweep":
         from lightning_densenet import sweep
 

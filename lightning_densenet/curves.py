@@ -1,8 +1,10 @@
 """The learning curve of a run as a PNG: `python -m lightning_densenet.curves RUN_DIR [OUT.png]`.
 
 Reads the run's `metrics.csv` (the CSV logger's) and plots validation accuracy and the
-training loss per epoch against wall-clock minutes of training, with the learning rate
-on a second axis: what a time-budgeted recipe looks like from start to end.
+training loss per epoch against wall-clock minutes of training (`train/minutes`, the time
+budget's clock: validation and resumed runs included; runs logged before it have the sum
+of `train/epoch_time_s`), with the learning rate on a second axis: what a time-budgeted
+recipe looks like from start to end.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ def read_epochs(metrics_csv: Path) -> dict[str, list[float]]:
             merged = epochs.setdefault(int(row["epoch"]), {})
             merged |= {k: float(v) for k, v in row.items() if v and k != "epoch"}
     done = [e for e in sorted(epochs) if "val/acc" in epochs[e]]
-    seconds = [epochs[e].get("train/epoch_time_s", 0.0) for e in done]
+    if all("train/minutes" in epochs[e] for e in done):
+        minutes = [epochs[e]["train/minutes"] for e in done]
+    else:  # a run logged before train/minutes
+        seconds = accumulate(epochs[e].get("train/epoch_time_s", 0.0) for e in done)
+        minutes = [s / 60 for s in seconds]
     return {
         "epoch": [e + 1 for e in done],
         "val_acc": [epochs[e]["val/acc"] for e in done],
         "train_loss": [epochs[e].get("train/loss_epoch", float("nan")) for e in done],
-        "minutes": [s / 60 for s in accumulate(seconds)],
+        "minutes": minutes,
         "lr_step": [s for s, _ in lr],
         "lr": [v for _, v in lr],
     }

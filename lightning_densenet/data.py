@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lightning_densenet import datasets
 from lightning_densenet.datasets import ArrayDataset, CifarName
 from lightning_densenet.errors import UserError
+from lightning_densenet.options import DatasetName
 
-DatasetName = Literal["cifar10", "cifar100", "imagefolder"]
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 

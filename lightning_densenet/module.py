@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, EMAWeightAveraging
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_densenet.arch import DenseNetConfig, resolve_arch
 from lightning_densenet.errors import UserError
 from lightning_densenet.model import DenseNet
-from lightning_densenet.schedules import Schedule, lr_factor
+from lightning_densenet.options import Optimizer, Schedule, check_milestones
+from lightning_densenet.schedules import lr_factor
 
-Optimizer = Literal["sgd", "adamw"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
 
@@ -93,11 +94,7 @@ class DenseNetClassifier(pl.LightningModule):
             raise UserError(f"model.lr={lr} is invalid: use a positive learning rate.")
         if not 0 <= label_smoothing < 1:
             raise UserError(f"model.label_smoothing={label_smoothing} must lie in [0, 1).")
-        if any(not 0 < m < 1 for m in milestones) or list(milestones) != sorted(milestones):
-            raise UserError(
-                f"model.milestones={list(milestones)} must be increasing fractions of training "
-                "in (0, 1), e.g. [0.5, 0.75]."
-            )
+        check_milestones(milestones)
         if budget_minutes is not None and budget_minutes <= 0:
             raise UserError(f"model.budget_minutes={budget_minutes} must be positive (or null).")
         if not 0 <= ema_decay < 1:
@@ -113,11 +110,10 @@ class DenseNetClassifier(pl.LightningModule):
         self._budget_used_s = 0.0  # training time of earlier runs resumed from
         self._budget_clock: float | None = None
         self._total = 1  # optimiser steps of the whole training, once the trainer knows them
-        top_k = (1, 5) if num_classes >= 100 else (1,)
-        for stage in ("train", "val", "test"):
-            for k in top_k:
-                metric = MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                setattr(self, f"{stage}_acc{'' if k == 1 else k}", metric)
+        # Logged as `train/acc`, `val/acc`, `test/acc` (and `.../acc_top5` with 100 classes).
+        self.train_metrics = _accuracy(num_classes, "train/")
+        self.val_metrics = _accuracy(num_classes, "val/")
+        self.test_metrics = _accuracy(num_classes, "test/")
 
     def setup(self, stage: str) -> None:
         # Compiling here rather than in __init__ keeps a plain module for checkpoint loading;
@@ -158,31 +154,32 @@ class DenseNetClassifier(pl.LightningModule):
             logits = (logits + self(x.flip(3))) / 2  # the mirror image (NCHW: W is dim 3)
         return logits[:n]
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection) -> Tensor:
         x, y = batch
-        logits = self(x) if stage == "train" else self._eval_logits(x)
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        training = metrics is self.train_metrics
+        logits = self(x) if training else self._eval_logits(x)
+        smoothing = self.hparams.label_smoothing if training else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        on_step = stage == "train"
         self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
+            f"{metrics.prefix}loss",
+            loss,
+            on_step=training,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
         )
-        for k in (1, 5):
-            metric = getattr(self, f"{stage}_acc{'' if k == 1 else k}", None)
-            if metric is not None:
-                metric(logits, y)
-                name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top5"
-                self.log(name, metric, on_step=False, on_epoch=True, prog_bar=k == 1)
+        metrics.update(logits, y)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, self.train_metrics)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._step(batch, self.val_metrics)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._step(batch, self.test_metrics)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -239,6 +236,10 @@ class DenseNetClassifier(pl.LightningModule):
     def on_train_start(self) -> None:
         self._budget_clock = time.perf_counter()
 
+    def on_train_epoch_end(self) -> None:
+        # The budget's clock (validation and resumes included): curves.py plots against it.
+        self.log("train/minutes", self.budget_used_s() / 60, sync_dist=True, reduce_fx="max")
+
     def on_train_end(self) -> None:
         self._budget_used_s, self._budget_clock = self.budget_used_s(), None
 
@@ -251,6 +252,16 @@ class DenseNetClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._budget_used_s = float(checkpoint.get("budget_used_s", 0.0))
+
+
+def _accuracy(num_classes: int, prefix: str) -> MetricCollection:
+    """Top-1 accuracy as `acc`, and top-5 as `acc_top5` with 100 classes or more."""
+    metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+    if num_classes >= 100:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    # Compute groups would share one state between metrics whose first batches agree, and
+    # top-1 and top-5 agree on a batch where every top-5 hit is a top-1 hit.
+    return MetricCollection(metrics, prefix=prefix, compute_groups=False)
 
 
 def load_network(checkpoint: str, map_location: str | torch.device = "cpu") -> nn.Module:

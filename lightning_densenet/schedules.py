@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 from lightning_densenet.errors import UserError
-
-Schedule = Literal["step", "cosine", "onecycle", "constant"]
+from lightning_densenet.options import Schedule
 
 
 def lr_factor(

@@ -6,9 +6,10 @@
 
 Every run is a real `python -m lightning_densenet fit` in its own process (Lightning's loop,
 logging, metrics and the per-batch augmentation included), on the config's data with the
-overrides after `--`. Throughput is the run's own `train/images_per_sec` (the
-`TrainThroughput` callback: training batches only, the first two, which compile, left
-out). Settings change only what the issue calls speed options, never the model:
+overrides after `--`. Throughput is the run's own `train/device/samples_per_sec` (Lightning's
+`ThroughputMonitor`, logged at the last step over a window of all batches but the first
+two, which compile: training batches only). Settings change only what the issue calls speed
+options, never the model:
 
     fp32-eager       precision 32-true, NCHW, no torch.compile: the old default
     bf16             bf16-mixed autocast + channels_last, eager
@@ -48,6 +49,7 @@ SETTINGS: dict[str, list[str]] = {
                      "--model.compile", "true"],
 }  # fmt: skip
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+IMAGES_PER_SEC = "train/device/samples_per_sec"  # the ThroughputMonitor's, of one process
 
 
 def fit(config: str, arch: str | None, setting: str, extra: list[str], root: Path) -> dict:
@@ -75,6 +77,8 @@ def throughput(
 ) -> list[dict[str, Any]]:  # fmt: skip
     limit = ["--trainer.max_epochs", "1", "--data.max_train_images", str(steps * batch)]
     limit += ["--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0"]
+    # One log, at the last step, of the images per second from the end of batch 2 on.
+    limit += ["--trainer.log_every_n_steps", str(steps), "--throughput.window_size", str(steps - 1)]
     rows = []
     for arch in archs:
         runs: dict[str, list[float]] = {s: [] for s in settings}
@@ -86,7 +90,7 @@ def throughput(
                 if "error" in out:
                     errors[setting] = out["error"]
                     continue
-                runs[setting].append(out["train/images_per_sec"])
+                runs[setting].append(out[IMAGES_PER_SEC])
                 print(f"{arch} {setting}: {runs[setting][-1]:.1f} images/s", flush=True)
         base = statistics.median(runs["fp32-eager"]) if runs.get("fp32-eager") else None
         for setting in settings:
@@ -124,7 +128,8 @@ def accuracy(
             if "error" in out:
                 row["error"] = out["error"]
             else:
-                row |= {"val_acc": out["val/acc"], "images_per_s": out["train/images_per_sec"]}
+                # Over the last 100 batches, where the run has that many.
+                row |= {"val_acc": out["val/acc"], "images_per_s": out.get(IMAGES_PER_SEC)}
             rows.append(row)
             print(f"seed {seed} {setting}: {rows[-1]}", flush=True)
     return rows
@@ -138,7 +143,7 @@ def markdown(meta: dict[str, Any], speed: list[dict], acc: list[dict]) -> str:
         "",
         f"{meta['date']}; {meta['machine']['cpu']}, {meta['machine']['usable_cores']} usable "
         f"cores, load average {meta['machine']['load_average_at_start'][0]:.1f} at the start. "
-        "Each figure is a whole `fit` process's `train/images_per_sec`.",
+        f"Each figure is a whole `fit` process's `{IMAGES_PER_SEC}`.",
         "",
         "| arch | setting | images/s (median) | spread (min-max) | vs fp32 eager |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -186,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = [s.strip() for s in args.settings.split(",")]
     if unknown := [s for s in settings if s not in SETTINGS]:
         print(f"error: --settings {unknown[0]!r} is unknown: use {', '.join(SETTINGS)}.")
+        return 2
+    if args.steps < 3:
+        print("error: --steps must be 3 or more: the first two, which compile, are left out.")
         return 2
     if "fp32-eager" not in settings:
         settings.insert(0, "fp32-eager")  # the baseline every ratio is against

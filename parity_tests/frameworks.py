@@ -1,6 +1,6 @@
 """Helpers that hold one DenseNet in PyTorch and in Keras side by side.
 
-A PyTorch model is ported to Keras with the real converter (`lightning_densenet.convert`);
+A PyTorch model is ported to Keras with the real converter (`parity_tests.convert`);
 both then run on the same images and are compared stage by stage (stem, each dense block,
 each transition, logits), so a failure names the first stage where the frameworks part.
 Activations are compared in NHWC; PyTorch's NCHW tensors are permuted.
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_densenet import DenseNetConfig, build_model
-from lightning_densenet.convert import torch_to_keras
+from parity_tests.convert import torch_to_keras
 from tf_reference.model import build_model as build_keras
 from tf_reference.names import named_weights
 

@@ -25,6 +25,9 @@ thread count; on a machine with a GPU the PyTorch cases run on it):
                                   mode of tf_reference.train)
     tf-xla                        the step in tf.function(jit_compile=True)
     tf-bf16                       tf.function with Keras' "mixed_bfloat16" policy
+    tf-fit, tf-fit-xla,           Keras' own loop: compile(jit_compile=False / True,
+    tf-fit-eager                  run_eagerly=True) + one fit call per repeat (the fit
+                                  modes of tf_reference.train)
 
 Models (`--arch`): DenseNet preset names, `cnn:wW[dD]` (the plain CNN, default depth 6) and
 `mlp:wW[dD]` (the MLP, default depth 2), built alike in both frameworks; `NAME@B` trains

@@ -35,7 +35,7 @@ class Case:
     """One way to run the training step."""
 
     framework: str  # "torch" or "tf"
-    mode: str  # torch: eager, compile, compile-step; tf: eager, function, loop, xla
+    mode: str  # torch: eager, compile, compile-step; tf: tf_reference.config.MODES
     compile_mode: str | None = None  # torch.compile(mode=...): reduce-overhead, max-autotune
     channels_last: bool = False  # torch: model and input in NHWC (TF is NHWC anyway)
     bf16: bool = False  # torch.autocast(bfloat16) / Keras policy "mixed_bfloat16"
@@ -68,6 +68,10 @@ CASES: dict[str, Case] = {
     "tf-loop": Case("tf", "loop"),  # all steps of a call inside one tf.function
     "tf-xla": Case("tf", "xla"),  # the step in tf.function(jit_compile=True)
     "tf-bf16": Case("tf", "function", bf16=True),  # tf.function + Keras mixed_bfloat16
+    # Keras' own loop: compile(jit_compile=False / True, run_eagerly=True) + fit
+    "tf-fit": Case("tf", "fit"),
+    "tf-fit-xla": Case("tf", "fit-xla"),
+    "tf-fit-eager": Case("tf", "fit-eager"),
 }
 GPU_ONLY = tuple(name for name, c in CASES.items() if c.gpu_only)
 CPU_CASES = tuple(name for name in CASES if name not in GPU_ONLY)
@@ -294,25 +298,21 @@ def _torch_runner(spec: ModelSpec, case: Case, settings: Settings) -> tuple:
 
 def build_tf_model(spec: ModelSpec) -> Any:
     """The Keras network of `spec` (functional DenseNet, or a `small_models` network)."""
-    import tf_reference
+    from tf_reference.network import build_network
 
     if spec.kind == "torchvision":
         raise UserError(f"{spec.name} is torchvision's DenseNet: it has no Keras twin.")
-    from tf_reference import small_models
-
-    if spec.kind == "cnn":
-        return small_models.plain_cnn(NUM_CLASSES, spec.width or 32, spec.depth or 6, IMAGE)
-    if spec.kind == "mlp":
-        return small_models.mlp(NUM_CLASSES, spec.width or 512, spec.depth or 2, IMAGE)
-    return tf_reference.build_model(spec.preset or spec.name, NUM_CLASSES, "functional", IMAGE)
+    arch = resolve_arch(spec.preset) if spec.preset else None  # cnn and mlp have none
+    return build_network(spec.kind, arch, NUM_CLASSES, IMAGE, width=spec.width, depth=spec.depth)
 
 
 def _tf_runner(spec: ModelSpec, case: Case, settings: Settings) -> tuple:
     import keras
     import tensorflow as tf
 
-    from tf_reference.optim import L2SGD
-    from tf_reference.train import TrainStep, compile_loop, compile_step, configure_threads
+    from tf_reference.optim import L2SGD, cross_entropy
+    from tf_reference.steps import TrainStep, compile_loop, compile_step
+    from tf_reference.train import configure_threads
 
     configure_threads(settings.threads)
     base_mb = _max_rss_mb()
@@ -320,7 +320,8 @@ def _tf_runner(spec: ModelSpec, case: Case, settings: Settings) -> tuple:
     if case.bf16:  # layers compute in bf16, variables stay fp32
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = build_tf_model(spec)
-    train_step = TrainStep(model, L2SGD(0.1, momentum=0.9, nesterov=True, weight_decay_l2=1e-4))
+    optimizer = L2SGD(0.1, momentum=0.9, nesterov=True, weight_decay_l2=1e-4)
+    train_step = TrainStep(model, optimizer)
     batch = settings.batch_size
     x = tf.random.normal((batch, *IMAGE), seed=0)
     y = tf.random.uniform((batch,), 0, NUM_CLASSES, tf.int64, seed=0)
@@ -332,6 +333,19 @@ def _tf_runner(spec: ModelSpec, case: Case, settings: Settings) -> tuple:
         def run(n: int) -> Any:
             loss_sum, _ = run_steps(batches, tf.constant(n, tf.int32))
             return loss_sum / n
+
+    elif case.mode.startswith("fit"):  # tf_reference.train's fit modes; one fit call per run
+        model.compile(
+            optimizer=optimizer,
+            loss=cross_entropy,
+            jit_compile=case.mode == "fit-xla",
+            run_eagerly=case.mode == "fit-eager",
+        )
+        repeated = tf.data.Dataset.from_tensors((x, y)).repeat()
+
+        def run(n: int) -> Any:
+            history = model.fit(repeated, epochs=1, steps_per_epoch=n, shuffle=False, verbose=0)
+            return history.history["loss"][-1]
 
     else:
         one_step = compile_step(train_step, case.mode, batch, IMAGE)

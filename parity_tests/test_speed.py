@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from parity_tests.speed import STUDY_MODELS, main
-from parity_tests.speed_cases import parse_model
+from parity_tests.speed_cases import Settings, parse_model, run_case
 from parity_tests.speed_report import COLUMNS
 
 MODELS = ("densenet_tiny", "mlp:w32")
-CASES = ("torch-eager", "torch-compile", "tf-eager", "tf-function", "tf-loop")
+CASES = ("torch-eager", "torch-compile", "tf-eager", "tf-function", "tf-loop", "tf-fit")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROW_KEYS = {  # every measured row of speed.json has at least these
     "arch", "model_kind", "case", "framework", "device", "dtype", "params", "batch_size",
@@ -98,6 +98,17 @@ def test_speed_report_is_complete_and_well_formed(
     for name in report["plots"]:
         data = (tmp_path / name).read_bytes()
         assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+
+
+@pytest.mark.parametrize("case", ["tf-fit", "tf-fit-xla", "tf-fit-eager"])
+def test_keras_fit_cases_take_the_steps_of_the_traced_step(case: str) -> None:
+    # In this process (threads=0 leaves TensorFlow's pools as they are): one step per call,
+    # so each call's loss is that step's loss, before its update.
+    settings = Settings(batch_size=8, steps=1, repeats=2, warmup=1, threads=0)
+    model = parse_model("mlp:w16")
+    fit, function = run_case(case, model, settings), run_case("tf-function", model, settings)
+    assert len(fit["ms_per_step"]) == 2 and fit["params"] == function["params"]
+    assert fit["final_loss"] == pytest.approx(function["final_loss"], rel=1e-4)
 
 
 def test_model_names() -> None:

@@ -1,6 +1,6 @@
 """The objective every training mode shares: the loss, and the optimiser on its schedule.
 
-cross_entropy   per-example loss with PyTorch's label smoothing
+cross_entropy   per-example loss of integer labels: Keras' with label smoothing
 LRTable         the PyTorch side's learning-rate schedule, as a table looked up each step
 L2SGD           `torch.optim.SGD` in Keras: L2 joins the gradient, lr stays out of momentum
 make_optimizer  an experiment's optimiser (L2SGD or AdamW) on its schedule
@@ -15,17 +15,18 @@ import keras
 import tensorflow as tf
 
 from lightning_densenet.schedules import lr_factor
-from tf_reference.config import Experiment
+from tf_reference.config import ModelOptions
 
 
 def cross_entropy(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
-    """Per-example cross-entropy (B,) of integer labels, with PyTorch's label smoothing:
+    """Per-example cross-entropy (B,) of integer labels. Keras smooths the one-hot target to
+    (1 - eps) * onehot + eps / K, which is PyTorch's label smoothing:
     (1 - eps) * NLL(label) + eps * mean over classes of -log p."""
-    logp = tf.nn.log_softmax(logits)
-    nll = -tf.gather(logp, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
-    if not label_smoothing:
-        return nll
-    return (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(logp, axis=1)
+    # Keras' fit hands the labels over as floats.
+    onehot = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
+    return keras.losses.categorical_crossentropy(
+        onehot, logits, from_logits=True, label_smoothing=label_smoothing
+    )
 
 
 class LRTable(keras.optimizers.schedules.LearningRateSchedule):
@@ -91,13 +92,13 @@ class L2SGD(keras.optimizers.Optimizer):
         return config
 
 
-def make_optimizer(exp: Experiment, total_steps: int) -> keras.optimizers.Optimizer:
-    """The experiment's optimiser on the experiment's schedule over `total_steps` steps."""
-    factor = lr_factor(exp.schedule, total_steps, exp.milestones, exp.warmup)
-    lr = LRTable(exp.lr, [factor(s) for s in range(total_steps)])
-    if exp.optimizer == "adamw":  # decoupled decay, as torch.optim.AdamW (and its epsilon)
-        return keras.optimizers.AdamW(lr, weight_decay=exp.weight_decay, epsilon=1e-8)
-    return L2SGD(lr, exp.momentum, exp.nesterov, exp.weight_decay)
+def make_optimizer(model: ModelOptions, total_steps: int) -> keras.optimizers.Optimizer:
+    """The `model` block's optimiser on its schedule over `total_steps` steps."""
+    factor = lr_factor(model.schedule, total_steps, model.milestones, model.warmup)
+    lr = LRTable(model.lr, [factor(s) for s in range(total_steps)])
+    if model.optimizer == "adamw":  # decoupled decay, as torch.optim.AdamW (and its epsilon)
+        return keras.optimizers.AdamW(lr, weight_decay=model.weight_decay, epsilon=1e-8)
+    return L2SGD(lr, model.momentum, model.nesterov, model.weight_decay)
 
 
 __all__ = ["L2SGD", "LRTable", "cross_entropy", "make_optimizer"]

@@ -20,10 +20,12 @@ import keras
 import tensorflow as tf
 
 from lightning_densenet.errors import UserError
-from tf_reference.config import Experiment
+from tf_reference.config import Experiment, Network
 from tf_reference.data import Splits, load_splits, train_batches
+from tf_reference.network import build_network
 from tf_reference.optim import make_optimizer
-from tf_reference.train import ModelKind, TrainStep, build_network, compile_step, next_version
+from tf_reference.runs import next_version
+from tf_reference.steps import TrainStep, compile_step
 
 TRACE_NAME = "train_step"
 
@@ -33,7 +35,7 @@ def write_trace(
     logdir: str | Path,
     *,
     mode: str = "function",
-    model: ModelKind = "densenet",
+    network: Network = "densenet",
     width: int | None = None,
     depth: int | None = None,
     profiler: bool = False,
@@ -50,10 +52,10 @@ def write_trace(
     )
     keras.utils.set_random_seed(exp.seed)
     net = build_network(
-        model, exp.arch, splits.num_classes, splits.image_shape, width=width, depth=depth
+        network, exp.model.arch, splits.num_classes, splits.image_shape, width=width, depth=depth
     )
     step = compile_step(
-        TrainStep(net, make_optimizer(exp, 1), exp.label_smoothing),
+        TrainStep(net, make_optimizer(exp.model, 1), exp.model.label_smoothing),
         mode,
         batch,
         splits.image_shape,

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from lightning_densenet.cli import main
+from lightning_densenet.cli import main, run_cli
 from lightning_densenet.module import DenseNetClassifier, load_network
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def _fit(tmp_path: Path, cifar, *extra: str) -> Path:
 
 
 def test_fit_writes_a_complete_run(tmp_path, cifar) -> None:
-    run = _fit(tmp_path, cifar)
+    run = _fit(tmp_path, cifar, "--throughput.window_size", "3")
     assert run.name == "version_0"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["arch"] == "densenet_tiny" and config["data"]["val_size"] == 40
@@ -53,7 +53,12 @@ def test_fit_writes_a_complete_run(tmp_path, cifar) -> None:
     rows = _metrics(run)
     assert 0 <= _last(rows, "val/acc") <= 1 and _last(rows, "train/loss_epoch") > 0
     assert any(r.get("lr") for r in rows), "the learning-rate monitor logged nothing"
-    assert _last(rows, "train/images_per_sec") > 0 and _last(rows, "train/epoch_time_s") > 0
+    # Lightning's ThroughputMonitor, every 2nd of the 5 batches of 32 (log_every_n_steps: 2),
+    # images per second once the window of 3 has filled; validation is timed, not logged.
+    assert _last(rows, "train/batches") == 4 and _last(rows, "train/samples") == 4 * 32
+    assert _last(rows, "train/device/samples_per_sec") > 0 and _last(rows, "train/time") > 0
+    assert not [k for k in rows[0] if k.startswith("validate/")]
+    assert _last(rows, "train/minutes") > 0  # the budget's clock, for curves.py
     # A second run never touches the first.
     assert _fit(tmp_path, cifar).name == "version_1"
     assert {p.name for p in (run / "checkpoints").iterdir()} == ckpts
@@ -98,6 +103,19 @@ def test_validate_subcommand(tmp_path, cifar) -> None:
     assert 0 <= _last(_metrics(tmp_path / "runs/debug-validate/version_0"), "val/acc") <= 1
 
 
+def test_runtime_options_on_the_command_line_beat_the_checkpoint(tmp_path, cifar) -> None:
+    # LightningCLI loads a checkpoint's hyperparameters over the model config; options that
+    # only change how the network runs must still follow the command line.
+    run = _fit(tmp_path, cifar, "--model.tta", "true", "--trainer.limit_train_batches", "1")
+    args = ["validate", "--ckpt_path", str(run / "checkpoints/last.ckpt"), *QUIET]
+    args += ["--data.root", str(cifar.root), "--data.val_size", "40"]
+    args += ["--trainer.default_root_dir", str(tmp_path / "runs")]
+    assert run_cli(args).model.hparams.tta is True  # from the checkpoint
+    cli = run_cli([*args, "--model.tta", "false", "--model.channels_last=true"])
+    assert cli.model.hparams.tta is False and cli.model.hparams.channels_last is True
+    assert cli.model.hparams.arch == "densenet_tiny"  # what the network is: the checkpoint's
+
+
 def test_compiled_run_checkpoint_loads_uncompiled(tmp_path, cifar) -> None:
     run = _fit(tmp_path, cifar, "--model.compile", "true", "--trainer.limit_train_batches", "2")
     ckpt = run / "checkpoints/last.ckpt"
@@ -110,9 +128,11 @@ def test_compiled_run_checkpoint_loads_uncompiled(tmp_path, cifar) -> None:
 
 def test_print_config(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", DEBUG, "--print_config"])
+        # skip_first_batches: in the config.yaml of runs before the ThroughputMonitor.
+        main(["fit", "--config", DEBUG, "--throughput.skip_first_batches", "2", "--print_config"])
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
+    assert config["throughput"]["window_size"] == 100
     assert config["model"]["arch"] == "densenet_tiny"
     assert config["data"]["dataset"] == "cifar10" and config["checkpoint"]["monitor"] == "val/acc"
     assert config["trainer"]["max_epochs"] == 1

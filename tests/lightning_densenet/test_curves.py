@@ -26,10 +26,17 @@ def _run(tmp_path: Path) -> Path:
 
 
 def test_epochs_are_merged_and_minutes_accumulate(tmp_path) -> None:
-    curve = read_epochs(_run(tmp_path) / "metrics.csv")
+    curve = read_epochs(_run(tmp_path) / "metrics.csv")  # a run logged before train/minutes
     assert curve["epoch"] == [1, 2] and curve["val_acc"] == [0.31, 0.52]
     assert curve["train_loss"] == [2.2, 1.5] and curve["minutes"] == pytest.approx([0.5, 1.5])
     assert curve["lr_step"] == [0, 10] and curve["lr"] == [0.1, 0.05]
+
+
+def test_minutes_are_the_budget_clock(tmp_path) -> None:
+    metrics = METRICS.replace("train/epoch_time_s", "train/minutes").replace("30.0", "0.75")
+    (tmp_path / "metrics.csv").write_text(metrics.replace("60.0", "1.6"))
+    curve = read_epochs(tmp_path / "metrics.csv")
+    assert curve["epoch"] == [1, 2] and curve["minutes"] == [0.75, 1.6]
 
 
 def test_the_command_writes_a_png(tmp_path, capsys) -> None:

@@ -47,8 +47,10 @@ def test_bad_hyperparameters(kwargs: dict, message: str) -> None:
 
 
 def test_top5_only_with_many_classes() -> None:
-    assert not hasattr(DenseNetClassifier("densenet_tiny", num_classes=10), "val_acc5")
-    assert hasattr(DenseNetClassifier("densenet_tiny", num_classes=100), "val_acc5")
+    assert list(DenseNetClassifier("densenet_tiny", num_classes=10).val_metrics) == ["val/acc"]
+    module = DenseNetClassifier("densenet_tiny", num_classes=100)
+    assert list(module.val_metrics) == ["val/acc", "val/acc_top5"]
+    assert not [k for k in module.state_dict() if "acc" in k]  # checkpoints hold no metrics
 
 
 def _fit(tmp_path, **kwargs) -> tuple[pl.Trainer, DenseNetClassifier]:

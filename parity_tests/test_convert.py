@@ -1,7 +1,6 @@
-"""The weight port between PyTorch and Keras: bit-exact round trips, file formats, errors.
-
-Keras is imported only inside tests: in one process Triton (pulled in by Lightning) must
-load before TensorFlow, which importing `tf_reference` first takes care of.
+"""The weight port between PyTorch and Keras (`parity_tests.convert`): bit-exact round
+trips, file formats, errors. (In one process Triton, pulled in by Lightning, must load
+before TensorFlow: this package's conftest imports `tf_reference` first, which sees to it.)
 """
 
 import subprocess
@@ -16,8 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_densenet import PRESETS, DenseNetConfig, UserError, build_model
-from lightning_densenet.convert import infer_arch, keras_to_torch, main, torch_to_keras
 from lightning_densenet.module import DenseNetClassifier
+from parity_tests.convert import infer_arch, keras_to_torch, torch_to_keras
+from parity_tests.convert.cli import main
 from tf_reference.names import named_weights
 
 pytestmark = [
@@ -253,6 +253,23 @@ def test_weights_only_file_of_another_architecture(tmp_path: Path, capsys) -> No
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_weights_file_of_other_architecture_is_one_sentence_and_writes_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    # Moved from tests/lightning_densenet/test_errors.py's table with the command.
+    build_keras("densenet_tiny", 3).save_weights(tmp_path / "w.weights.h5")
+    before = (tmp_path / "w.weights.h5").read_bytes()
+    args = ["--arch", "densenet_bc_40_k12", "--num-classes", "3"]
+    assert main([str(tmp_path / "w.weights.h5"), str(tmp_path / "x.pt"), *args]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert "does not hold the weights of a" in lines[0]
+    assert lines[0].rstrip().endswith((".", ")")), lines[0]
+    assert (tmp_path / "w.weights.h5").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.weights.h5"]
+
+
 def test_wrong_arch_for_a_checkpoint_names_the_weight(
     lightning_ckpt: Path, tmp_path, capsys
 ) -> None:
@@ -288,8 +305,7 @@ def test_cli_entry_point(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "lightning_densenet",
-            "convert",
+            "parity_tests.convert",
             str(tmp_path / "no.ckpt"),
             "x.keras",
         ],

@@ -1,0 +1,93 @@
+"""The .npz cache of decoded images: one file per source and split, found by a key.
+
+The key holds the source's fingerprint, so a stale file is overwritten, never piled up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from lightning_densenet.datasets.arrays import ArrayDataset
+
+T = TypeVar("T")
+
+CACHE_VERSION = 1  # bump when the cache layout changes; older files are then rebuilt
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/lightning_densenet`, or `~/.cache/lightning_densenet`."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lightning_densenet"
+
+
+def cache_path(source: Path, split: str, cache_dir: str | Path | None) -> Path:
+    """Where the cache of `source`'s (a resolved path) `split` lives."""
+    tag = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    stem = source.name.split(".")[0] or "data"
+    return Path(cache_dir or default_cache_dir()) / f"{stem}-{split}-{tag}.npz"
+
+
+def cache_key(fingerprint: str, split: str) -> str:
+    return f"v{CACHE_VERSION}|{split}|{fingerprint}"
+
+
+def read_cache(path: Path, key: str) -> ArrayDataset | None:
+    """The cached images when `path` holds them under `key`; None to rebuild."""
+    data = _read(path, key, _dataset)
+    if data is None:
+        return None
+    if data.images.dtype != np.uint8 or data.images.ndim != 4 or len(data.images) != len(data):
+        return None
+    return data
+
+
+def _dataset(npz: Any) -> ArrayDataset:
+    return ArrayDataset(npz["images"], npz["labels"], tuple(str(c) for c in npz["classes"]))
+
+
+def read_summary(path: Path, key: str) -> tuple[tuple[str, ...], set[str]] | None:
+    """(classes, splits of the source) from a cache file, without reading its images."""
+    return _read(
+        path,
+        key,
+        lambda npz: (tuple(str(c) for c in npz["classes"]), {str(s) for s in npz["splits"]}),
+    )
+
+
+def _read(path: Path, key: str, build: Callable[[Any], T]) -> T | None:
+    try:  # npz members load lazily: `build` reads only what it uses
+        with np.load(path, allow_pickle=False) as npz:
+            return build(npz) if str(npz["key"]) == key else None
+    except Exception:  # missing, truncated, foreign or half-written: rebuild it
+        return None
+
+
+def write_cache(path: Path, key: str, data: ArrayDataset, splits: list[str]) -> None:
+    """Store `data` under `key`; `splits` are the source's, for `read_summary`."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target, then rename: readers never see a half-written file.
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+            tmp = f.name
+            np.savez(
+                f,
+                key=np.array(key),
+                images=data.images,
+                labels=data.labels,
+                classes=np.array(data.classes),
+                splits=np.array(splits),
+            )
+        os.replace(tmp, path)
+    except OSError as err:  # an unwritable cache only costs speed
+        warnings.warn(f"Could not cache decoded images in {path}: {err}", stacklevel=3)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)

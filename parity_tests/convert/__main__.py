@@ -1,0 +1,5 @@
+import sys
+
+from parity_tests.convert.cli import main
+
+sys.exit(main())
