@@ -43,7 +43,7 @@ from lightning_densenet.checkpointing import (
 )
 from lightning_densenet.data import ImageDataModule
 from lightning_densenet.datasets import default_cache_dir
-from lightning_densenet.errors import UserError
+from lightning_densenet.errors import UserError, command
 from lightning_densenet.module import DenseNetClassifier
 
 
@@ -313,22 +313,16 @@ def run_cli(args: list[str] | None, callbacks: Sequence[Callback] = ()) -> Dense
     )
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] == "convert":  # moved above both frameworks, whose weights it ports
-        print(
-            "error: the weight port is now `python -m parity_tests.convert SRC DST` "
-            "(same arguments).",
-            file=sys.stderr,
+        raise UserError(
+            "the weight port is now `python -m parity_tests.convert SRC DST` (same arguments)."
         )
-        return 2
     if args and args[0] == "sweep":
         from lightning_densenet import sweep
 
         return sweep.main(args[1:])
-    try:
-        run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
     return 0

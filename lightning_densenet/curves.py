@@ -9,12 +9,13 @@ recipe looks like from start to end.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import sys
 from itertools import accumulate
 from pathlib import Path
 
-from lightning_densenet.errors import UserError
+from lightning_densenet.errors import UserError, command
 
 
 def read_epochs(metrics_csv: Path) -> dict[str, list[float]]:
@@ -74,18 +75,17 @@ def plot_learning_curve(run: Path, out: Path, title: str | None = None) -> Path:
     return out
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args or len(args) > 2:
-        print("usage: python -m lightning_densenet.curves RUN_DIR [OUT.png]", file=sys.stderr)
-        return 2
-    run = Path(args[0])
-    out = Path(args[1]) if len(args) > 1 else run / "learning_curve.png"
-    try:
-        print(f"Wrote {plot_learning_curve(run, out)}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_densenet.curves",
+        description="Draw a fit run's learning curve (accuracy and loss against training "
+        "minutes, and the learning rate) from its metrics.csv.",
+    )
+    parser.add_argument("run", type=Path, help="a run folder written by fit (holds metrics.csv)")
+    parser.add_argument("out", type=Path, nargs="?", help="default: RUN/learning_curve.png")
+    args = parser.parse_args(argv)
+    print(f"Wrote {plot_learning_curve(args.run, args.out or args.run / 'learning_curve.png')}")
     return 0
 
 

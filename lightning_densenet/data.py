@@ -14,76 +14,29 @@ one would have.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from lightning_densenet import datasets
+from lightning_densenet.augment import affine, random_crop_flip, scale_shift
+from lightning_densenet.batches import (
+    BatchIndexSampler,
+    InMemoryImages,
+    ResumableLoader,
+    as_is,
+    epoch_seed,
+)
 from lightning_densenet.datasets import ArrayDataset, CifarName
 from lightning_densenet.errors import UserError
 from lightning_densenet.options import DatasetName
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
-
-
-# --- Pure tensor ops -----------------------------------------------------------------------
-
-
-def random_crop_flip(
-    images: Tensor, padding: int = 4, generator: torch.Generator | None = None
-) -> Tensor:
-    """Zero-pad, crop back to the original size at a random offset, flip half the images.
-
-    Args:
-        images: (N, C, H, W), any dtype (uint8 for the cheapest gather).
-        padding: pixels of zeros on each side; offsets are uniform in [0, 2 * padding].
-        generator: on `images.device`; draws the N offsets and N flips.
-
-    Returns:
-        (N, C, H, W), same dtype and device: one gather, no loop over images.
-    """
-    n, c, h, w = images.shape
-    width = w + 2 * padding
-    padded = F.pad(images, (padding, padding, padding, padding)).view(n, c, -1)
-    device = images.device
-    oy, ox = torch.randint(0, 2 * padding + 1, (2, n, 1, 1), generator=generator, device=device)
-    flip = torch.randint(0, 2, (n, 1, 1), generator=generator, device=device, dtype=torch.bool)
-    j = torch.arange(w, device=device)
-    cols = ox + torch.where(flip, w - 1 - j, j)  # (N, 1, W)
-    rows = (oy + torch.arange(h, device=device).view(1, h, 1)) * width  # (N, H, 1)
-    index = (rows + cols).view(n, 1, h * w).expand(n, c, h * w)  # into the flattened padded image
-    return torch.gather(padded, 2, index).view(n, c, h, w)
-
-
-def normalize(
-    images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor
-) -> Tensor:
-    """uint8 (N, C, H, W) -> float32 `(images / 255 - mean) / std`, per channel.
-
-    `mean` and `std` are in [0, 1] units, as `channel_stats` returns them.
-    """
-    return _affine(images, *_scale_shift(mean, std, images.device))
-
-
-def _scale_shift(
-    mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    mean = torch.as_tensor(mean, dtype=torch.float64).view(-1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float64).view(-1, 1, 1)
-    scale, shift = 1 / (255 * std), -mean / std
-    return scale.to(device, torch.float32), shift.to(device, torch.float32)
-
-
-def _affine(images: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    # A multiply and an in-place add: broadcasting addcmul is several times slower on CPU.
-    return images.float().mul_(scale).add_(shift)
 
 
 def download_cifar(
@@ -116,155 +69,6 @@ def download_cifar(
             )
     except (OSError, RuntimeError) as err:  # URLError, timeouts, md5 mismatch ("corrupted")
         raise datasets.download_failed(name, url or official.url, root, err) from err
-
-
-# --- Batches -------------------------------------------------------------------------------
-
-
-class InMemoryImages(Dataset):
-    """uint8 images and int64 labels, indexed a whole batch at a time.
-
-    `dataset[index]` takes a 1-D index tensor (or a slice) and returns
-    `(images[index], labels[index])`: one gather per batch, not one call per image.
-    """
-
-    def __init__(self, data: ArrayDataset, indices: np.ndarray | None = None) -> None:
-        images, labels = data.images, data.labels
-        if indices is not None:
-            images, labels = images[indices], labels[indices]
-        self.images = (
-            torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
-        )
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: Tensor | slice) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
-
-
-def _as_is(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    return batch  # the default would turn the (images, labels) tuple into a list
-
-
-class BatchIndexSampler(Sampler[Tensor]):
-    """Yields index tensors of `batch_size`; with `shuffle`, a new order every epoch.
-
-    The order of epoch `e` depends only on (`seed`, `e`). Lightning calls `set_epoch`
-    before each epoch; without it, each pass over the sampler counts as the next epoch.
-
-    With `world_size` > 1 (DDP) each process takes its share of every epoch's batches and
-    all processes get the same number of batches (a process waiting for a batch its peers
-    do not have would hang): training (`drop_last`) deals out whole batches of the one
-    shared order round-robin, so shares are disjoint and a process trains on `batch_size`
-    images per step; evaluation splits each group of `world_size * batch_size` images into
-    `world_size` near-equal parts, so every image is counted exactly once, with no padding.
-
-    `resume(epoch, batches_done)` makes the next pass over `epoch` start after its first
-    `batches_done` batches (how `ResumableLoader` continues an epoch from a checkpoint).
-    """
-
-    def __init__(
-        self,
-        num_items: int,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        drop_last: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        super().__init__()
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
-        self.num_items, self.batch_size = num_items, batch_size
-        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-        self._resume: tuple[int, int] | None = None
-        self.pass_epoch, self.pass_start = 0, 0  # of the pass in progress
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume(self, epoch: int, batches_done: int) -> None:
-        self._resume = (epoch, batches_done)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_items // self.batch_size // self.world_size
-        if self.world_size == 1:
-            return -(-self.num_items // self.batch_size)
-        return -(-self.num_items // (self.batch_size * self.world_size))
-
-    def __iter__(self) -> Iterator[Tensor]:
-        epoch, start = self.epoch, 0
-        self.epoch += 1
-        if self._resume is not None:
-            if self._resume[0] == epoch:
-                start = self._resume[1]
-            self._resume = None
-        self.pass_epoch, self.pass_start = epoch, start
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch, "shuffle"))
-            order = torch.randperm(self.num_items, generator=generator)
-        else:
-            order = torch.arange(self.num_items)
-        for i in range(start, len(self)):
-            yield self._batch(order, i)
-
-    def _batch(self, order: Tensor, i: int) -> Tensor:
-        bs, world = self.batch_size, self.world_size
-        if self.drop_last:  # global batch i * world + rank of the shared order
-            first = (i * world + self.rank) * bs
-            return order[first : first + bs]
-        if world == 1:
-            return order[i * bs : (i + 1) * bs]
-        # Group i of len(self) near-equal groups (each at most world * bs images), split in
-        # `world` near-equal parts: no part is empty while there are world images per group.
-        group = torch.tensor_split(order, len(self))[i]
-        return torch.tensor_split(group, world)[self.rank]
-
-
-class ResumableLoader(DataLoader):
-    """The training DataLoader, whose place within an epoch goes into checkpoints.
-
-    Lightning saves `state_dict()` of a training loader that has one and restores it with
-    `load_state_dict()` before the resumed epoch starts (the data module's state carries it
-    too, see `ImageDataModule.state_dict`), so a run resumed mid-epoch goes on with the next
-    batch of the same order. `epoch` and `batch_index` name the batch most
-    recently handed to the trainer (counted here, not in the sampler, which worker
-    processes would run ahead of the trainer).
-    """
-
-    epoch: int | None = None
-    batch_index: int = -1
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        sampler = self.sampler
-        assert isinstance(sampler, BatchIndexSampler)
-        for i, batch in enumerate(super().__iter__()):
-            # The sampler's pass has started once the first batch exists.
-            self.epoch, self.batch_index = sampler.pass_epoch, sampler.pass_start + i
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batches_done": self.batch_index + 1}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("epoch") is not None:
-            sampler = self.sampler
-            assert isinstance(sampler, BatchIndexSampler)
-            sampler.resume(int(state_dict["epoch"]), int(state_dict["batches_done"]))
-
-
-def _epoch_seed(seed: int, epoch: int, stream: str, *more: int) -> int:
-    # Independent, well-mixed seeds per (seed, epoch, purpose[, batch, rank]); plain
-    # seed + epoch would make epoch 1 of seed 0 replay epoch 0 of seed 1.
-    entropy = [seed, epoch, int.from_bytes(stream.encode(), "little"), *more]
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
 # --- The DataModule ------------------------------------------------------------------------
@@ -512,7 +316,7 @@ class ImageDataModule(pl.LightningDataModule):
             data,
             batch_size=None,  # the sampler yields whole batches of indices
             sampler=sampler,
-            collate_fn=_as_is,
+            collate_fn=as_is,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -526,15 +330,15 @@ class ImageDataModule(pl.LightningDataModule):
             raise RuntimeError("training batches must come from train_dataloader()")
         if device not in self._augment_rng:
             self._augment_rng[device] = torch.Generator(device)
-        seed = _epoch_seed(self.seed, loader.epoch, "augment", loader.batch_index, self._rank()[0])
+        seed = epoch_seed(self.seed, loader.epoch, "augment", loader.batch_index, self._rank()[0])
         return self._augment_rng[device].manual_seed(seed)
 
     def _normalize(self, images: Tensor) -> Tensor:
         if self.mean is None or self.std is None:
             raise RuntimeError("call setup() before normalising batches")
         if images.device not in self._norm:  # per-device constants: no host copy per step
-            self._norm[images.device] = _scale_shift(self.mean, self.std, images.device)
-        return _affine(images, *self._norm[images.device])
+            self._norm[images.device] = scale_shift(self.mean, self.std, images.device)
+        return affine(images, *self._norm[images.device])
 
 
 def _size(data: InMemoryImages) -> str:

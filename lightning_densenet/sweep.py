@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_densenet import sweep_report
 from lightning_densenet.cli import run_cli
-from lightning_densenet.errors import UserError
+from lightning_densenet.errors import UserError, command
 from lightning_densenet.sweep_config import SAMPLERS, Sweep, build, read_sweep
 from lightning_densenet.sweep_space import apply, sample
 
@@ -79,6 +78,7 @@ class OptunaPruning(Callback):
             raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} after epoch {epoch}")
 
 
+@command
 def main(argv: list[str]) -> int:
     """`sweep --config SPACE.yaml [--n-trials N] [--storage URL] [--study-name NAME] [fit opts]`."""
     parser = argparse.ArgumentParser(
@@ -109,9 +109,6 @@ def main(argv: list[str]) -> int:
     try:
         sweep = read_sweep(args.config, overrides, args.n_trials, args.storage, args.study_name)
         run(sweep)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except FitExit as err:
         return err.code
     return 0

@@ -36,6 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lightning_densenet.errors import UserError, command
 from parity_tests.speed import machine_info
 
 SETTINGS: dict[str, list[str]] = {
@@ -172,6 +173,7 @@ def markdown(meta: dict[str, Any], speed: list[dict], acc: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -190,11 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(own)
     settings = [s.strip() for s in args.settings.split(",")]
     if unknown := [s for s in settings if s not in SETTINGS]:
-        print(f"error: --settings {unknown[0]!r} is unknown: use {', '.join(SETTINGS)}.")
-        return 2
+        raise UserError(f"--settings {unknown[0]!r} is unknown: use {', '.join(SETTINGS)}.")
     if args.steps < 3:
-        print("error: --steps must be 3 or more: the first two, which compile, are left out.")
-        return 2
+        raise UserError("--steps must be 3 or more: the first two, which compile, are left out.")
     if "fp32-eager" not in settings:
         settings.insert(0, "fp32-eager")  # the baseline every ratio is against
     meta = {

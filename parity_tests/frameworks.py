@@ -28,8 +28,6 @@ from parity_tests.convert import torch_to_keras
 from tf_reference.model import build_model as build_keras
 from tf_reference.names import named_weights
 
-APIS = ("functional", "sequential")
-
 
 def random_arch(seed: int) -> DenseNetConfig:
     """A small DenseNet with every option drawn: growth, blocks, bottleneck, bn_size,

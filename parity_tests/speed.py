@@ -58,7 +58,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lightning_densenet.errors import UserError
+from lightning_densenet.errors import UserError, command
 from parity_tests.speed_cases import (
     CASES,
     CPU_CASES,
@@ -334,27 +334,24 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    try:
-        if not args.arch and not args.study:
-            raise UserError("Name the models with --arch (or run the whole study: --study).")
-        archs = args.arch or list(STUDY_MODELS)
-        specs = [parse_model(a) for a in archs]  # an unknown name fails here, not in a worker
-        settings = _settings(args)
-        if args.worker:
-            print(json.dumps(_work(args.worker, specs, settings, args.compile_only)))
-            return 0
-        if args.cases:
-            cases = _parse_cases(args.cases)
-        elif args.study:
-            cases = STUDY_CASES + (STUDY_GPU_CASES if _has_gpu() else ())
-        else:
-            cases = tuple(CASES) if _has_gpu() else CPU_CASES
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if not args.arch and not args.study:
+        raise UserError("Name the models with --arch (or run the whole study: --study).")
+    archs = args.arch or list(STUDY_MODELS)
+    specs = [parse_model(a) for a in archs]  # an unknown name fails here, not in a worker
+    settings = _settings(args)
+    if args.worker:
+        print(json.dumps(_work(args.worker, specs, settings, args.compile_only)))
+        return 0
+    if args.cases:
+        cases = _parse_cases(args.cases)
+    elif args.study:
+        cases = STUDY_CASES + (STUDY_GPU_CASES if _has_gpu() else ())
+    else:
+        cases = tuple(CASES) if _has_gpu() else CPU_CASES
     compile_cache = (
         "cold-and-warm"
         if args.cold_and_warm or (args.study and not args.cold_compile)

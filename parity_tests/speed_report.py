@@ -113,7 +113,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"{meta['date']}; {m['cpu']}, {m['usable_cores']} usable cores (load average "
         f"{load}), {s['threads']} threads per case; {versions}. Batch "
-        f"{s['batch_size']} of synthetic 32x32 images; {s['repeats']} repeats of {steps} "
+        f"{s['batch_size']} (or the model's @N) of synthetic 32x32 images; "
+        f"{s['repeats']} repeats of {steps} "
         f"after {s['warmup']} warm-up steps. compile s: the first step minus a steady one; "
         f"{caches}. On a shared machine the spread (min-max of the repeats) shows how much "
         "the timings moved; compare numbers within one table.",

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_densenet import PRESETS, DenseNetConfig, build_model
-from parity_tests.frameworks import APIS, RANDOM_ARCHS, describe
+from lightning_densenet import DenseNetConfig, build_model
+from parity_tests.frameworks import RANDOM_ARCHS, describe
+from tests.helpers import PRESET_PARAMS
+from tf_reference.model import APIS
 from tf_reference.model import build_model as build_keras
 from tf_reference.names import named_weights
 
@@ -91,7 +93,7 @@ def assert_same_layers(cfg: DenseNetConfig | str, num_classes: int = 10) -> None
         assert len(actual) == len(expected), f"{api}: {len(actual)} layers vs {len(expected)}"
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", PRESET_PARAMS)
 def test_presets_have_the_same_layers(name: str) -> None:
     assert_same_layers(name)
 
@@ -117,6 +119,10 @@ def test_random_architectures_vary_every_option() -> None:
 def test_layer_table_counts_every_parameter() -> None:
     # The tables above would agree vacuously if they missed layers: check their totals.
     rows = torch_layers("densenet_bc_100_k12", 10)
-    assert sum(row[2] for row in rows) == 769_162
+    with torch.device("meta"):
+        model = build_model("densenet_bc_100_k12", 10)
+    assert sum(row[2] for row in rows) == sum(p.numel() for p in model.parameters())
+    running = [b for name, b in model.named_buffers() if name.endswith(("_mean", "_var"))]
+    assert sum(row[3] for row in rows) == sum(b.numel() for b in running)
     assert len(rows) == 1 + 48 * 4 + 2 * 2 + 2  # conv0; 48 dense layers; 2 transitions; head
     assert rows[-1] == ("classifier", (1, 10), 342 * 10 + 10, 0)

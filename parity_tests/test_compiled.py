@@ -27,7 +27,8 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
-from parity_tests.frameworks import APIS, images, nchw, ported, randomized_torch, relative_error
+from parity_tests.frameworks import images, nchw, ported, randomized_torch, relative_error
+from tf_reference.model import APIS
 from tf_reference.names import named_weights
 
 ARCH = "densenet_tiny"
@@ -98,7 +99,9 @@ def _keras_train_pass(model, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, lis
     return logits, tape.gradient(loss, model.trainable_weights)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["tf.function", "xla"])
+@pytest.mark.parametrize(
+    "jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["tf.function", "xla"]
+)
 @pytest.mark.parametrize("api", APIS)
 def test_tf_function_matches_eager(api: str, jit_compile: bool, record) -> None:
     model = ported(randomized_torch(ARCH, 10), api)

@@ -53,12 +53,24 @@ from parity_tests.frameworks import (
     torch_stages,
     without_dropout,
 )
+from tf_reference.model import APIS
 from tf_reference.names import keras_name, named_weights, torch_name
 
 ARCHS = {
     "densenet_bc_100_k12": PRESETS["densenet_bc_100_k12"],
     **{name: without_dropout(cfg) for name, cfg in RANDOM_ARCHS.items()},
 }
+
+
+def _case(name: str, *more: str) -> object:
+    """A test case of `name`. DenseNet-BC-100's are `slow` (the 100-layer network takes
+    seconds a pass in each framework); the random architectures, which vary every option,
+    run in the quick loop too."""
+    marks = [pytest.mark.slow] if name == "densenet_bc_100_k12" else []
+    return pytest.param(name, *more, marks=marks)
+
+
+ARCH_PARAMS = [_case(name) for name in ARCHS]
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the paper's SGD recipe
 CLASSES = 10
 
@@ -86,8 +98,8 @@ def assert_stages_agree(expected: dict, actual: dict, name: str, record, mode: s
     assert first is None, f"{name}: " + divergence_message(first, diffs, 1e-4)
 
 
-@pytest.mark.parametrize("api", ["functional", "sequential"])
-@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("name", ARCH_PARAMS)
 def test_eval_forward_agrees_stage_by_stage(name: str, api: str, record) -> None:
     torch_model = randomized_torch(ARCHS[name], CLASSES)
     x, _ = batch(name)
@@ -96,7 +108,8 @@ def test_eval_forward_agrees_stage_by_stage(name: str, api: str, record) -> None
     assert_stages_agree(expected, actual, name, record, "eval")
 
 
-TRAIN_CASES = [(name, "functional") for name in ARCHS] + [("densenet_bc_100_k12", "sequential")]
+TRAIN_CASES = [_case(name, "functional") for name in ARCHS]
+TRAIN_CASES += [_case("densenet_bc_100_k12", "sequential")]
 
 
 @pytest.mark.parametrize(("name", "api"), TRAIN_CASES)
@@ -131,7 +144,7 @@ def _gap(torch_model: torch.nn.Module, key: str, keras_array: np.ndarray) -> flo
     return float(np.abs(torch_model.state_dict()[key].numpy() - keras_array).max())
 
 
-@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("name", ARCH_PARAMS)
 def test_gradients_agree_in_float64(name: str, record) -> None:
     torch_model = randomized_torch(ARCHS[name], CLASSES)
     keras_model = ported(torch_model, dtype="float64")
@@ -147,7 +160,7 @@ def test_gradients_agree_in_float64(name: str, record) -> None:
     assert errors[worst] <= 1e-8, f"{name}: gradient of {worst} differs by {errors[worst]:.1e}"
 
 
-@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("name", ARCH_PARAMS)
 def test_gradients_agree_in_float32(name: str, record) -> None:
     torch_model = randomized_torch(ARCHS[name], CLASSES)
     x, y = batch(name)
@@ -179,7 +192,7 @@ STEP_TOLERANCE = {"float64": 1e-9, "float32": 1e-3}
 
 
 @pytest.mark.parametrize("dtype", list(STEP_TOLERANCE))
-@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("name", ARCH_PARAMS)
 def test_one_sgd_step_leaves_the_same_weights(name: str, dtype: str, record) -> None:
     torch_model = randomized_torch(ARCHS[name], CLASSES)
     keras_model = ported(torch_model, dtype=dtype)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,10 @@ def test_speed_report_is_complete_and_well_formed(
     report = json.loads((tmp_path / "speed.json").read_text())
     assert report["settings"]["cases"] == list(CASES)
     assert report["settings"]["compile_cache"] == "cold-and-warm"
-    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    assert report["machine"]["cores"] == os.cpu_count() and report["machine"]["cpu"]
     assert set(report["versions"]) == {"torch", "tensorflow", "keras"}
     assert report["command"].startswith("python -m parity_tests.speed --arch densenet_tiny")
     peak = report["peak"]["cpu"]
-    assert all(peak[f"{op}_{t}"] > 0 for op in ("matmul", "conv") for t in ("fp32", "bf16"))
 
     rows = report["results"]
     assert [(r["arch"], r["case"]) for r in rows] == [(a, c) for a in MODELS for c in CASES]
@@ -59,10 +59,16 @@ def test_speed_report_is_complete_and_well_formed(
         assert "error" not in r, r
         assert set(r) >= ROW_KEYS, ROW_KEYS - set(r)
         assert r["threads"] == 2 and len(r["ms_per_step"]) == 1
-        numbers = [r["first_step_s"], r["median_ms"], r["images_per_s"], r["flops_per_image"]]
-        numbers += [r["gflops_per_s"], r["pct_of_peak"], r["peak_mb"], r["speedup"]]
-        assert all(math.isfinite(x) and x > 0 for x in numbers), r
-        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["compile_s"] >= 0
+        # The derived columns, recomputed from the one timed repeat and the first step.
+        (ms,) = r["ms_per_step"]
+        assert r["median_ms"] == r["min_ms"] == r["max_ms"] == ms
+        assert r["images_per_s"] == pytest.approx(r["batch_size"] * 1e3 / ms)
+        assert r["compile_s"] == pytest.approx(max(0.0, r["first_step_s"] - ms / 1e3))
+        assert r["flops_per_image"] == report["flops"][r["arch"]]["flops_per_image"]
+        assert r["gflops_per_s"] == pytest.approx(r["flops_per_image"] * r["images_per_s"] / 1e9)
+        best = max(peak[f"matmul_{r['dtype']}"], peak[f"conv_{r['dtype']}"])
+        assert r["peak_gflops_per_s"] == best
+        assert r["pct_of_peak"] == pytest.approx(100 * r["gflops_per_s"] / best)
         assert math.isfinite(r["final_loss"])
         # The speed-up is over the eager case of the same model and framework.
         eager = next(
@@ -100,7 +106,9 @@ def test_speed_report_is_complete_and_well_formed(
         assert data[:8] == PNG_SIGNATURE and len(data) > 1000
 
 
-@pytest.mark.parametrize("case", ["tf-fit", "tf-fit-xla", "tf-fit-eager"])
+@pytest.mark.parametrize(
+    "case", ["tf-fit", pytest.param("tf-fit-xla", marks=pytest.mark.slow), "tf-fit-eager"]
+)
 def test_keras_fit_cases_take_the_steps_of_the_traced_step(case: str) -> None:
     # In this process (threads=0 leaves TensorFlow's pools as they are): one step per call,
     # so each call's loss is that step's loss, before its update.

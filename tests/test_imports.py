@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 TORCH = {"torch", "torchvision", "torchmetrics", "pytorch_lightning", "lightning", "triton"}
 TENSORFLOW = {"tensorflow", "keras", "tf_keras"}
 CORE = (
     "lightning_densenet",
     "lightning_densenet.arch",
     "lightning_densenet.errors",
+    "lightning_densenet.options",
     "lightning_densenet.schedules",
     "lightning_densenet.datasets",
 )
@@ -48,17 +50,24 @@ def _every_module(package: str) -> str:
     )
 
 
+# Each starts a fresh Python process that imports a framework or two: seconds apiece.
+@pytest.mark.slow
 def test_core_imports_neither_framework() -> None:
     assert _frameworks_loaded("\n".join(f"import {m}" for m in CORE)) == set()
 
 
+@pytest.mark.slow
 def test_lightning_densenet_never_imports_tensorflow() -> None:
     assert _frameworks_loaded(_every_module("lightning_densenet")) & TENSORFLOW == set()
 
 
+@pytest.mark.slow
 def test_tf_reference_never_imports_torch() -> None:
+    # Every module, the command line's too, and a model built: nothing loads torch lazily.
+    code = _every_module("tf_reference")
+    code += "\nimport tf_reference.__main__\ntf_reference.build_model('densenet_tiny')"
+    loaded = _frameworks_loaded(code)
     # Triton (no torch inside) is loaded on purpose: see tf_reference/__init__.py.
-    loaded = _frameworks_loaded(_every_module("tf_reference"))
     assert "tensorflow" in loaded  # the walk reached the Keras modules
     assert loaded & (TORCH - {"triton"}) == set()
 
@@ -93,7 +102,8 @@ def test_no_source_file_imports_upwards(package: str) -> None:
 
 def test_core_source_imports_no_framework() -> None:
     root = REPO / "lightning_densenet"
-    files = [root / f"{name}.py" for name in ("arch", "errors", "schedules", "datasets")]
+    names = ("arch", "errors", "options", "schedules", "datasets")
+    files = [root / f"{name}.py" for name in names]
     files = [f for f in files if f.is_file()] + sorted((root / "datasets").rglob("*.py"))
     assert len(files) >= 4, files
     for path in files:

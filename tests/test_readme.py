@@ -1,9 +1,8 @@
 """The README's two commands are the ones CI and users run."""
 
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def _readme_commands() -> list[str]:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from jsonargparse import ArgumentParser, Namespace
 
-from lightning_densenet.errors import UserError
+from lightning_densenet.errors import command
 from lightning_densenet.options import PositiveInt
 from tf_reference.config import Experiment, Mode, Network, experiment_from, experiment_parser, parse
 
@@ -66,14 +66,11 @@ def _with_run_options(parser: ArgumentParser) -> ArgumentParser:
     return parser
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        cfg = parse(build_parser(), argv)
-        return _run(cfg.command, cfg[cfg.command])
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = parse(build_parser(), argv)
+    return _run(cfg.command, cfg[cfg.command])
 
 
 def _run(command: str, args: Namespace) -> int:

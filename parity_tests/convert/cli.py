@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from lightning_densenet.errors import UserError
+from lightning_densenet.errors import command
 from parity_tests.convert.port import convert
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """Converts SRC to DST; a user's mistake ends in one `error:` line and exit code 2."""
     parser = argparse.ArgumentParser(
@@ -30,14 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Keras model to build (default: functional; for .weights.h5 sources: try both)",
     )
     args = parser.parse_args(argv)
-    try:
-        summary = convert(
-            args.src, args.dst, arch=args.arch, num_classes=args.num_classes, api=args.api
-        )
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(summary)
+    print(convert(args.src, args.dst, arch=args.arch, num_classes=args.num_classes, api=args.api))
     return 0
 
 

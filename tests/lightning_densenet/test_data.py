@@ -13,14 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lightning_densenet import UserError
-from lightning_densenet.data import (
-    BatchIndexSampler,
-    ImageDataModule,
-    download_cifar,
-    normalize,
-    random_crop_flip,
-)
+from lightning_densenet.augment import normalize, random_crop_flip
+from lightning_densenet.batches import BatchIndexSampler
+from lightning_densenet.data import ImageDataModule, download_cifar
 from lightning_densenet.datasets import channel_stats, train_val_split
+from tests.fake_data import write_cifar
 
 
 def _nchw(images: np.ndarray) -> torch.Tensor:
@@ -31,8 +28,8 @@ def _nchw(images: np.ndarray) -> torch.Tensor:
 
 
 @pytest.fixture
-def cifar10(tmp_path, make_cifar):
-    return make_cifar(tmp_path / "data", "cifar10", n_train=50, n_test=20)
+def cifar10(tmp_path):
+    return write_cifar(tmp_path / "data", "cifar10", n_train=50, n_test=20)
 
 
 def test_cifar_datamodule_splits_and_batches(cifar10) -> None:
@@ -84,8 +81,8 @@ def test_max_train_images_and_eval_batch_size(cifar10) -> None:
     torch.testing.assert_close(dm.train_set.images, _nchw(cifar10.train_images[train_idx]))
 
 
-def test_cifar100_has_100_classes(tmp_path, make_cifar) -> None:
-    files = make_cifar(tmp_path, "cifar100", n_train=30, n_test=5)
+def test_cifar100_has_100_classes(tmp_path) -> None:
+    files = write_cifar(tmp_path, "cifar100", n_train=30, n_test=5)
     dm = ImageDataModule("cifar100", str(tmp_path), download=False, batch_size=4, val_size=5)
     dm.setup("fit")
     assert dm.num_classes == 100 and dm.classes == files.classes and len(dm.train_set) == 25
@@ -167,7 +164,10 @@ def test_imagefolder_datamodule_on_the_shared_archive(cifar10_jpeg_tar, image_ca
     assert len(dm.train_set) == 256 and len(dm.val_set) == 500
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (64, 3, 32, 32) and images.dtype == torch.uint8
-    assert labels.min() >= 0 and labels.max() <= 9
+    # The first batch of the seeded epoch-0 order, images with their labels.
+    order = BatchIndexSampler(256, 64, shuffle=True, drop_last=True, seed=0)
+    expected_images, expected_labels = dm.train_set[next(iter(order))]
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
     assert len(dm.train_dataloader()) == 4 and len(dm.val_dataloader()) == 8
     # Statistics of 256 real images are near CIFAR-10's.
     np.testing.assert_allclose(dm.mean, (0.491, 0.482, 0.447), atol=0.03)

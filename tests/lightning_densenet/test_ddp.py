@@ -7,7 +7,6 @@ callback, writes what each process trained, validated and tested on, by image co
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -17,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-DEBUG = str(REPO / "configs/debug.yaml")
+from tests.fake_data import write_cifar
+from tests.helpers import QUIET, cli_args, is_fraction_of, last, metrics
 
 RECORDER = '''
 import hashlib, json, os
@@ -73,8 +72,8 @@ N_VAL, N_TEST, BATCH = 41, 23, 16
 
 
 @pytest.fixture
-def setup(tmp_path, make_cifar):
-    cifar = make_cifar(tmp_path / "cifar", "cifar10", n_train=360 + N_VAL, n_test=N_TEST)
+def setup(tmp_path):
+    cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=360 + N_VAL, n_test=N_TEST)
     (tmp_path / "recorder.py").write_text(RECORDER)
     (tmp_path / "rec").mkdir()
     env = {
@@ -99,36 +98,21 @@ def _cli(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def _common(cifar, root: Path) -> list[str]:
-    return [
-        "--config",
-        DEBUG,
-        "--data.root",
-        str(cifar.root),
-        "--data.download",
-        "false",
-        "--data.val_size",
-        str(N_VAL),
-        "--data.max_train_images",
-        "null",
-        "--data.eval_batch_size",
-        "8",
-        "--data.augment",
-        "false",  # records compare raw images; the crops are tested elsewhere
-        "--trainer.limit_train_batches",
-        "null",
-        "--trainer.limit_val_batches",
-        "null",
-        "--trainer.limit_test_batches",
-        "null",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
+def _args(command: str, cifar, root: Path, *extra: str) -> list[str]:
+    """`command` on all the data (no limits), without augmentation: records compare raw
+    images (the crops are tested elsewhere)."""
+    return cli_args(
+        command,
+        cifar.root,
+        root,
+        *("--data.max_train_images", "null", "--data.eval_batch_size", "8"),
+        *("--data.augment", "false", "--trainer.limit_train_batches", "null"),
+        *("--trainer.limit_val_batches", "null", "--trainer.limit_test_batches", "null"),
+        *QUIET,
         "--trainer.callbacks+=recorder.Recorder",
-    ]
+        *extra,
+        val_size=N_VAL,
+    )
 
 
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
@@ -141,22 +125,14 @@ TRAIN = [
 ]
 
 
-def _rows(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
-def _last(rows: list[dict[str, str]], key: str) -> float:
-    return float([r[key] for r in rows if r.get(key)][-1])
-
-
 def _records(folder: Path, fn: str) -> list[dict]:
     return [json.loads((folder / f"{fn}-rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setup) -> None:
     cifar, env = setup
-    fit = ["fit", *_common(cifar, tmp_path / "ddp"), *TRAIN, "--data.batch_size", str(BATCH)]
+    fit = _args("fit", cifar, tmp_path / "ddp", *TRAIN, "--data.batch_size", str(BATCH))
     result = _cli(tmp_path, env, *fit, *DDP)
     assert "sync_dist" not in result.stderr  # every epoch-level metric is synchronised
 
@@ -182,28 +158,26 @@ def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setu
     ddp_run = runs[0]
     ckpts = sorted(p.name for p in (ddp_run / "checkpoints").iterdir())
     assert len(ckpts) == 2 and "last.ckpt" in ckpts, ckpts
-    ddp_acc = _last(_rows(ddp_run), "val/acc")
-    ddp_loss = _last(_rows(ddp_run), "val/loss")
+    ddp_acc = last(metrics(ddp_run), "val/acc")
+    ddp_loss = last(metrics(ddp_run), "val/loss")
 
     # The logged DDP metrics are those of the whole validation split: one process
     # validating the DDP checkpoint gets the same accuracy (counts: exact) and loss.
     ckpt = str(ddp_run / "checkpoints/last.ckpt")
-    val_args = ["validate", *_common(cifar, tmp_path / "one"), "--ckpt_path", ckpt]
-    _cli(tmp_path, env, *val_args)
-    single = _rows(tmp_path / "one/debug-validate/version_0")
-    assert _last(single, "val/acc") == ddp_acc
-    assert round(ddp_acc * N_VAL, 4).is_integer()  # k of 41 images: nothing counted twice
-    assert _last(single, "val/loss") == pytest.approx(ddp_loss, rel=1e-5)
+    _cli(tmp_path, env, *_args("validate", cifar, tmp_path / "one", "--ckpt_path", ckpt))
+    single = metrics(tmp_path / "one/debug-validate/version_0")
+    assert last(single, "val/acc") == ddp_acc
+    assert is_fraction_of(ddp_acc, N_VAL)  # k of 41 images: nothing counted twice
+    assert last(single, "val/loss") == pytest.approx(ddp_loss, rel=1e-5)
 
     # Test: each of the 23 test images once over both processes; the same accuracy as one.
-    test_args = ["test", *_common(cifar, tmp_path / "ddp"), "--ckpt_path", ckpt]
-    _cli(tmp_path, env, *test_args, *DDP)
+    _cli(tmp_path, env, *_args("test", cifar, tmp_path / "ddp", "--ckpt_path", ckpt), *DDP)
     ranks = _records(tmp_path / "rec", "test")
     seen = ranks[0]["seen"]["test"]["0"] + ranks[1]["seen"]["test"]["0"]
     assert sorted(seen) == sorted(ranks[0]["full"]["test"]) and len(seen) == N_TEST
-    ddp_test = _last(_rows(tmp_path / "ddp/debug-test/version_0"), "test/acc")
-    _cli(tmp_path, env, "test", *_common(cifar, tmp_path / "one"), "--ckpt_path", ckpt)
-    assert _last(_rows(tmp_path / "one/debug-test/version_0"), "test/acc") == ddp_test
+    ddp_test = last(metrics(tmp_path / "ddp/debug-test/version_0"), "test/acc")
+    _cli(tmp_path, env, *_args("test", cifar, tmp_path / "one", "--ckpt_path", ckpt))
+    assert last(metrics(tmp_path / "one/debug-test/version_0"), "test/acc") == ddp_test
 
     # Against one process trained on the same data, batch 32 = 2 x 16: each step sees the
     # same 32 images (process r takes global batch 2k + r of the one order; one process
@@ -214,11 +188,11 @@ def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setu
     # differs, ~1e-7 relative per step, over 22 SGD steps: the weights agree to ~1e-5, the
     # validation loss to its 4th significant digit (rel 1e-3), and at most one of the 41
     # predictions may flip on a near tie, so |delta acc| <= 1/41.
-    one = ["fit", *_common(cifar, tmp_path / "one"), *TRAIN]
-    _cli(tmp_path, env, *one, "--data.batch_size", str(2 * BATCH))
-    one_rows = _rows(tmp_path / "one/debug/version_0")
-    assert abs(_last(one_rows, "val/acc") - ddp_acc) <= 1 / N_VAL + 1e-9
-    assert _last(one_rows, "val/loss") == pytest.approx(ddp_loss, rel=1e-3)
+    one = _args("fit", cifar, tmp_path / "one", *TRAIN, "--data.batch_size", str(2 * BATCH))
+    _cli(tmp_path, env, *one)
+    one_rows = metrics(tmp_path / "one/debug/version_0")
+    assert abs(last(one_rows, "val/acc") - ddp_acc) <= 1 / N_VAL + 1e-9
+    assert last(one_rows, "val/loss") == pytest.approx(ddp_loss, rel=1e-3)
     one_state = torch.load(tmp_path / "one/debug/version_0/checkpoints/last.ckpt")["state_dict"]
     ddp_state = torch.load(ckpt)["state_dict"]
     for key, value in one_state.items():
@@ -231,7 +205,7 @@ def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setu
 
 @pytest.mark.parametrize(("n", "batch", "world"), [(41, 8, 2), (23, 8, 2), (10, 4, 3), (97, 7, 4)])
 def test_evaluation_shards_count_each_image_once(n: int, batch: int, world: int) -> None:
-    from lightning_densenet.data import BatchIndexSampler
+    from lightning_densenet.batches import BatchIndexSampler
 
     shards = [
         [b.tolist() for b in BatchIndexSampler(n, batch, shuffle=False, drop_last=False,
@@ -244,7 +218,7 @@ def test_evaluation_shards_count_each_image_once(n: int, batch: int, world: int)
 
 
 def test_training_shards_deal_out_whole_batches_of_one_order() -> None:
-    from lightning_densenet.data import BatchIndexSampler
+    from lightning_densenet.batches import BatchIndexSampler
 
     one = BatchIndexSampler(100, 8, shuffle=True, drop_last=True, seed=3)
     one.set_epoch(2)

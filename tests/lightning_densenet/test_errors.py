@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import pickle
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,40 +17,25 @@ import torch
 from PIL import Image
 
 from lightning_densenet.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-DEBUG = str(REPO / "configs/debug.yaml")
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+from tests.fake_data import write_cifar, write_cifar_archive, write_images, write_tar
+from tests.helpers import QUIET, cli_args, error_line
 
 
 class Case:
-    """`setup(tmp_path, cifar, make_cifar) -> argv`; the error line must contain `expect`."""
+    """`setup(tmp_path, cifar) -> argv`; the error line must contain `expect`."""
 
     def __init__(self, setup: Callable[..., list[str]], *expect: str) -> None:
         self.setup, self.expect = setup, expect
 
 
 def _fit(tmp: Path, root: Path, *extra: str) -> list[str]:
-    args = ["fit", "--config", DEBUG, "--data.root", str(root), "--data.download", "false"]
-    return [*args, "--data.val_size", "40", "--trainer.default_root_dir", str(tmp / "runs"), *extra]
+    return cli_args("fit", root, tmp / "runs", *extra)
 
 
-def _image(path: Path, size: int = 32, bits: int = 8) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(len(str(path)))
-    if bits == 16:  # a 16-bit grey PNG, as scientific cameras write them
-        Image.fromarray(rng.integers(0, 65535, (size, size), np.uint16)).save(path)
-    else:
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(path)
-
-
-def _folder(tmp: Path, **sizes: int) -> Path:
-    """train/a, train/b with 4 images each; `sizes` overrides single files' sizes."""
+def _folder(tmp: Path) -> Path:
+    """train/a, train/b with 4 images of 32x32 each."""
     root = tmp / "images"
-    for cls in ("a", "b"):
-        for i in range(4):
-            name = f"train/{cls}/{i}.png"
-            _image(root / name, sizes.get(f"{cls}{i}", 32))
+    write_images(root, "train", {"a": 4, "b": 4}, size=(32, 32))
     return root
 
 
@@ -69,9 +52,7 @@ def _trained(tmp: Path, cifar) -> Path:
 
 
 def _test_with(tmp: Path, cifar, ckpt: Path, *extra: str) -> list[str]:
-    args = ["test", "--config", DEBUG, "--data.root", str(cifar.root), "--data.download", "false"]
-    args += ["--data.val_size", "40", "--trainer.default_root_dir", str(tmp / "runs")]
-    return [*args, "--ckpt_path", str(ckpt), *extra]
+    return cli_args("test", cifar.root, tmp / "runs", "--ckpt_path", str(ckpt), *extra)
 
 
 class _RunsCode:
@@ -87,125 +68,123 @@ class _RunsCode:
 # --- The cases -----------------------------------------------------------------------------
 
 
-def arch_preset(tmp, cifar, make_cifar):
+def arch_preset(tmp, cifar):
     return _fit(tmp, cifar.root, "--model.arch", "densenet_7")
 
 
-def arch_growth_rate(tmp, cifar, make_cifar):
+def arch_growth_rate(tmp, cifar):
     return _fit(tmp, cifar.root, "--model.arch", "{growth_rate: 0, block_config: [1, 1]}")
 
 
-def arch_compression(tmp, cifar, make_cifar):
+def arch_compression(tmp, cifar):
     return _fit(tmp, cifar.root, "--model.arch", "{compression: 1.5}")
 
 
-def unknown_key_in_config(tmp, cifar, make_cifar):
+def unknown_key_in_config(tmp, cifar):
     config = tmp / "mine.yaml"
     config.write_text("model:\n  arch: densenet_tiny\n  learning_rate: 0.1\n")
     return [*_fit(tmp, cifar.root), "--config", str(config)]
 
 
-def unknown_option(tmp, cifar, make_cifar):
+def unknown_option(tmp, cifar):
     return [*_fit(tmp, cifar.root), "--model.nonsense", "1"]
 
 
-def wrong_value_type(tmp, cifar, make_cifar):
+def wrong_value_type(tmp, cifar):
     return [*_fit(tmp, cifar.root), "--trainer.max_epochs", "three"]
 
 
-def val_size_too_large(tmp, cifar, make_cifar):
+def val_size_too_large(tmp, cifar):
     return _fit(tmp, cifar.root, "--data.val_size", "5000")
 
 
-def no_class_folders(tmp, cifar, make_cifar):
+def no_class_folders(tmp, cifar):
     return _fit(tmp, cifar.root, "--data.dataset", "imagefolder")
 
 
-def images_of_two_sizes(tmp, cifar, make_cifar):
-    return _imagefolder(tmp, _folder(tmp, b2=40))
-
-
-def other_size_test_images(tmp, cifar, make_cifar):
+def images_of_two_sizes(tmp, cifar):
     root = _folder(tmp)
-    _image(root / "test/a/0.png", 64)
-    return ["test", *_imagefolder(tmp, root)[1:]]
-
-
-def image_16_bit(tmp, cifar, make_cifar):
-    root = _folder(tmp)
-    _image(root / "train/a/9.png", bits=16)
+    write_images(root, "train", {"b": 1}, size=(40, 40))  # train/b/000.png, 40x40 now
     return _imagefolder(tmp, root)
 
 
-def image_undecodable(tmp, cifar, make_cifar):
+def other_size_test_images(tmp, cifar):
+    root = _folder(tmp)
+    write_images(root, "test", {"a": 1}, size=(64, 64))
+    return ["test", *_imagefolder(tmp, root)[1:]]
+
+
+def image_16_bit(tmp, cifar):
+    root = _folder(tmp)
+    grey = np.random.default_rng(0).integers(0, 65535, (32, 32), np.uint16)
+    Image.fromarray(grey).save(root / "train/a/9.png")  # as scientific cameras write them
+    return _imagefolder(tmp, root)
+
+
+def image_undecodable(tmp, cifar):
     root = _folder(tmp)
     (root / "train/b/bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     return _imagefolder(tmp, root)
 
 
-def class_folder_without_images(tmp, cifar, make_cifar):
+def class_folder_without_images(tmp, cifar):
     root = _folder(tmp)
     (root / "train/c").mkdir()
     (root / "train/c/notes.txt").write_text("no images here")
     return _imagefolder(tmp, root)
 
 
-def truncated_image_archive(tmp, cifar, make_cifar):
-    root = _folder(tmp)
-    archive = tmp / "images.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(root / "train", arcname="train")
+def truncated_image_archive(tmp, cifar):
+    archive = write_tar(_folder(tmp), tmp / "images.tar.gz")
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     return _imagefolder(tmp, archive)
 
 
-def truncated_cifar_file(tmp, cifar, make_cifar):
+def truncated_cifar_file(tmp, cifar):
     batch = cifar.root / "cifar-10-batches-py/data_batch_2"
     batch.write_bytes(batch.read_bytes()[:1000])
     return _fit(tmp, cifar.root)
 
 
-def truncated_cifar_archive(tmp, cifar, make_cifar):
+def truncated_cifar_archive(tmp, cifar):
     # The official .tar.gz cut short, nothing unpacked, no network: one sentence.
     root = tmp / "c10"
     root.mkdir()
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w:gz") as tar:
-        tar.add(cifar.root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    (root / "cifar-10-python.tar.gz").write_bytes(data.getvalue()[:2000])
+    archive = write_cifar_archive(cifar, root / "cifar-10-python.tar.gz")
+    archive.write_bytes(archive.read_bytes()[:2000])
     return [*_fit(tmp, root), "--data.download", "true"]
 
 
-def cifar_pickle_that_runs_code(tmp, cifar, make_cifar):
+def cifar_pickle_that_runs_code(tmp, cifar):
     batch = cifar.root / "cifar-10-batches-py/data_batch_1"
     batch.write_bytes(pickle.dumps({b"data": _RunsCode(tmp / "ran"), b"labels": []}, protocol=2))
     return _fit(tmp, cifar.root)
 
 
-def ckpt_missing(tmp, cifar, make_cifar):
+def ckpt_missing(tmp, cifar):
     return _test_with(tmp, cifar, tmp / "missing.ckpt")
 
 
-def ckpt_garbage(tmp, cifar, make_cifar):
+def ckpt_garbage(tmp, cifar):
     (tmp / "garbage.ckpt").write_bytes(b"not a checkpoint")
     return _test_with(tmp, cifar, tmp / "garbage.ckpt")
 
 
-def ckpt_that_runs_code(tmp, cifar, make_cifar):
+def ckpt_that_runs_code(tmp, cifar):
     torch.save({"state_dict": {}, "x": _RunsCode(tmp / "ran")}, tmp / "evil.ckpt")
     return _test_with(tmp, cifar, tmp / "evil.ckpt")
 
 
-def ckpt_of_other_class_count(tmp, cifar, make_cifar):
+def ckpt_of_other_class_count(tmp, cifar):
     # LightningCLI rebuilds the model from the checkpoint's hyperparameters, so what can
     # still disagree is the data: 100 CIFAR-100 classes for a 10-class classifier.
     ckpt = _trained(tmp, cifar)
-    c100 = make_cifar(tmp / "c100", "cifar100", n_train=60, n_test=20)
+    c100 = write_cifar(tmp / "c100", "cifar100", n_train=60, n_test=20)
     args = _test_with(tmp, cifar, ckpt, "--data.dataset", "cifar100")
     return [*args, "--data.root", str(c100.root), "--data.val_size", "10"]
 
 
-def ckpt_of_other_architecture(tmp, cifar, make_cifar):
+def ckpt_of_other_architecture(tmp, cifar):
     # A checkpoint from elsewhere, without hyperparameters: the model comes from the config.
     state = torch.load(_trained(tmp, cifar), weights_only=True)
     del state["hyper_parameters"]
@@ -213,11 +192,11 @@ def ckpt_of_other_architecture(tmp, cifar, make_cifar):
     return _test_with(tmp, cifar, tmp / "foreign.ckpt", "--model.arch", "densenet_bc_40_k12")
 
 
-def resume_with_nothing_to_resume(tmp, cifar, make_cifar):
+def resume_with_nothing_to_resume(tmp, cifar):
     return [*_fit(tmp, cifar.root), "--ckpt_path", "last"]
 
 
-def convert_under_its_old_name(tmp, cifar, make_cifar):
+def convert_under_its_old_name(tmp, cifar):
     # The weight port moved above both frameworks; its errors are tested in
     # parity_tests/test_convert.py. The old spelling names the new command.
     args = ["convert", str(tmp / "w.weights.h5"), str(tmp / "x.pt")]
@@ -270,11 +249,11 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_user_error_is_one_sentence_and_overwrites_nothing(
-    name: str, tmp_path: Path, make_cifar, capsys
+    name: str, tmp_path: Path, capsys
 ) -> None:
     case = CASES[name]
-    cifar = make_cifar(tmp_path / "cifar", "cifar10", n_train=200, n_test=40)
-    args = case.setup(tmp_path, cifar, make_cifar)
+    cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=200, n_test=40)
+    args = case.setup(tmp_path, cifar)
     capsys.readouterr()
     before = _snapshot(tmp_path)
     try:
@@ -283,9 +262,7 @@ def test_user_error_is_one_sentence_and_overwrites_nothing(
         code = exit_info.code
     err = capsys.readouterr().err
     assert code == 2, err[-3000:]
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
-    line = lines[0]
+    line = error_line(err)
     for text in case.expect:
         assert text in line, line
     # One sentence: no line breaks (checked above), and it ends as a sentence does.
@@ -297,13 +274,13 @@ def test_user_error_is_one_sentence_and_overwrites_nothing(
     assert not (tmp_path / "ran").exists(), "unpickling ran code"
 
 
-def test_pickle_reader_runs_nothing(tmp_path: Path, make_cifar) -> None:
+def test_pickle_reader_runs_nothing(tmp_path: Path) -> None:
     """The CIFAR reader accepts the arrays and lists it expects and nothing that runs code,
     whichever way the pickle hides it (a global call, a nested object, a gzip wrapper)."""
     from lightning_densenet import datasets
     from lightning_densenet.errors import UserError
 
-    cifar = make_cifar(tmp_path / "cifar", "cifar10", n_train=50, n_test=10)
+    cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=50, n_test=10)
     batch = cifar.root / "cifar-10-batches-py/data_batch_3"
     marker = tmp_path / "ran"
     payloads = [
@@ -320,5 +297,5 @@ def test_pickle_reader_runs_nothing(tmp_path: Path, make_cifar) -> None:
         datasets.load_cifar(cifar.root, "cifar10", "train")
     assert not marker.exists()
     # The official format still loads.
-    make_cifar(tmp_path / "cifar", "cifar10", n_train=50, n_test=10)
+    write_cifar(tmp_path / "cifar", "cifar10", n_train=50, n_test=10)
     assert len(datasets.load_cifar(cifar.root, "cifar10", "train")) == 50

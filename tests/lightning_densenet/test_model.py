@@ -4,9 +4,10 @@ import pytest
 import torch
 import torchvision
 
-from lightning_densenet import PRESETS, DenseNetConfig, UserError, build_model, resolve_arch
+from lightning_densenet import PRESETS, UserError, build_model, resolve_arch
 from lightning_densenet.arch import cifar_densenet
 from lightning_densenet.model import count_parameters
+from tests.helpers import BC_100_K12_PARAMS, VARIANTS
 
 # Table 2 of Huang et al. (arXiv 1608.06993), in millions, with 10 classes.
 PAPER_PARAMS_M = {
@@ -27,7 +28,7 @@ def test_paper_presets_match_table_2(name: str) -> None:
 
 
 def test_densenet_bc_100_k12_exact_count() -> None:
-    assert count_parameters(build_model("densenet_bc_100_k12", 10)) == 769_162
+    assert count_parameters(build_model("densenet_bc_100_k12", 10)) == BC_100_K12_PARAMS
 
 
 def test_densenet121_is_torchvision_densenet121() -> None:
@@ -64,16 +65,6 @@ def test_channel_bookkeeping() -> None:
     assert build_model(cfg).classifier.in_features == 342
     # Without compression (DenseNet-40): stem 16, +12*12 per block, no shrinking.
     assert PRESETS["densenet_40_k12"].channels() == [(16, 160), (160, 304), (304, 448)]
-
-
-VARIANTS = {
-    "bc": DenseNetConfig(growth_rate=6, block_config=(2, 3)),
-    "plain": DenseNetConfig(growth_rate=6, block_config=(2, 3), bottleneck=False, compression=1.0),
-    "no_bn": DenseNetConfig(growth_rate=6, block_config=(2, 3), batch_norm=False),
-    "dropout": DenseNetConfig(growth_rate=6, block_config=(2, 3), drop_rate=0.2),
-    "imagenet_stem": DenseNetConfig(growth_rate=6, block_config=(2, 2, 2), stem="imagenet"),
-    "four_blocks": DenseNetConfig(growth_rate=4, block_config=(1, 2, 3, 1), compression=0.7),
-}
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

@@ -81,6 +81,7 @@ def test_lr_follows_the_schedule_per_step(tmp_path, optimizer: str) -> None:
     assert "val/loss" in trainer.callback_metrics and "train/acc" in trainer.callback_metrics
 
 
+@pytest.mark.slow
 def test_compiled_checkpoint_loads_uncompiled_strict(tmp_path) -> None:
     trainer, module = _fit(tmp_path, compile=True)
     assert module.compiled

@@ -6,33 +6,23 @@ channels_last, the time budget, flip TTA, batch handling) runs as configured.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 
 from lightning_densenet.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-
-
-def _last(run: Path, key: str) -> float:
-    with (run / "metrics.csv").open() as f:
-        return float([r[key] for r in csv.DictReader(f) if r.get(key)][-1])
+from tests.fake_data import write_cifar
+from tests.helpers import QUIET, REPO, cli_args, is_fraction_of, last, metrics
 
 
 @pytest.mark.parametrize(
     ("name", "dataset"), [("cifar10_cpu", "cifar10"), ("cifar100_cpu", "cifar100")]
 )
-def test_cpu_recipe_fits_and_tests(tmp_path, make_cifar, name: str, dataset: str) -> None:
-    cifar = make_cifar(tmp_path / "data", dataset, n_train=120, n_test=30)
+def test_cpu_recipe_fits_and_tests(tmp_path, name: str, dataset: str) -> None:
+    cifar = write_cifar(tmp_path / "data", dataset, n_train=120, n_test=30)
     root = tmp_path / "runs"
     data = ["--data.root", str(cifar.root), "--data.download", "false"]
-    args = ["fit", "--config", str(REPO / f"configs/{name}.yaml"), *data, *QUIET]
-    args += ["--model.arch", "densenet_tiny", "--data.batch_size", "16", "--data.val_size", "40"]
-    args += ["--data.eval_batch_size", "32", "--trainer.max_steps", "3"]
-    args += ["--trainer.default_root_dir", str(root)]
+    small = ["--model.arch", "densenet_tiny", "--data.batch_size", "16"]
+    small += ["--data.eval_batch_size", "32", "--trainer.max_steps", "3"]
+    args = cli_args("fit", cifar.root, root, *QUIET, *small, config=REPO / f"configs/{name}.yaml")
     assert main(args) == 0
     run = root / name / "version_0"
     test = ["test", "--config", str(run / "config.yaml"), *data, *QUIET]
@@ -43,9 +33,9 @@ def test_cpu_recipe_fits_and_tests(tmp_path, make_cifar, name: str, dataset: str
         str(root),
     ]
     assert main(test) == 0
-    tested = root / f"{name}-test" / "version_0"
-    accuracy = _last(tested, "test/acc")
-    assert accuracy * 30 == pytest.approx(round(accuracy * 30))  # a count of the 30 images
+    fitted, tested = metrics(run), metrics(root / f"{name}-test" / "version_0")
+    accuracy = last(tested, "test/acc")
+    assert is_fraction_of(accuracy, 30)  # a count of the 30 images
     if dataset == "cifar100":  # top-5 next to top-1, in training and in test
-        assert _last(run, "val/acc_top5") >= _last(run, "val/acc")
-        assert _last(tested, "test/acc_top5") >= accuracy
+        assert last(fitted, "val/acc_top5") >= last(fitted, "val/acc")
+        assert last(tested, "test/acc_top5") >= accuracy

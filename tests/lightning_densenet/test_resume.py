@@ -7,7 +7,6 @@ lost node), then resumed with `--ckpt_path last`.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import signal
@@ -21,45 +20,23 @@ import torch
 
 from lightning_densenet.checkpointing import AtomicCheckpointIO
 from lightning_densenet.cli import main
+from tests.fake_data import write_cifar
+from tests.helpers import QUIET, cli_args, error_line, metrics
 
-REPO = Path(__file__).resolve().parents[2]
-DEBUG = str(REPO / "configs/debug.yaml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture
-def cifar(tmp_path, make_cifar):
+def cifar(tmp_path):
     # 360 training images: 11 batches of 32 per epoch; 40 validation images.
-    return make_cifar(tmp_path / "cifar", "cifar10", n_train=400, n_test=40)
+    return write_cifar(tmp_path / "cifar", "cifar10", n_train=400, n_test=40)
 
 
 def _args(cifar, root: Path, *extra: str) -> list[str]:
-    return [
-        "fit",
-        "--config",
-        DEBUG,
-        "--data.root",
-        str(cifar.root),
-        "--data.download",
-        "false",
-        "--data.val_size",
-        "40",
-        "--data.max_train_images",
-        "null",
-        "--trainer.limit_train_batches",
-        "null",
-        "--trainer.max_epochs",
-        "2",
-        "--trainer.deterministic",
-        "true",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        *extra,
-    ]
+    """2 epochs of `fit` on all 360 training images, deterministic."""
+    all_data = ["--data.max_train_images", "null", "--trainer.limit_train_batches", "null"]
+    deterministic = ["--trainer.max_epochs", "2", "--trainer.deterministic", "true"]
+    return cli_args("fit", cifar.root, root, *all_data, *deterministic, *QUIET, *extra)
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -89,11 +66,6 @@ def _kill_when(proc: subprocess.Popen, ready, log: Path) -> None:
     assert proc.wait() == -signal.SIGKILL
 
 
-def _rows(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
 def _values(rows: list[dict[str, str]]) -> dict[tuple[int, str, str], str]:
     """(step, metric, epoch) -> value, for every value logged."""
     return {
@@ -119,6 +91,7 @@ PER_PROCESS = (
 )
 
 
+@pytest.mark.slow
 def test_killed_mid_save_and_mid_epoch_then_resumed_equals_uninterrupted(tmp_path, cifar) -> None:
     every_batch = ["--checkpoint.last_every_s", "0"]  # last.ckpt after every batch: many saves
     _run(_args(cifar, tmp_path / "ref", *every_batch), tmp_path / "ref.log")
@@ -167,7 +140,7 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_uninterrupted(tmp_pat
     assert ours["global_step"] == theirs["global_step"] == 22
     for key, value in theirs["state_dict"].items():
         assert torch.equal(ours["state_dict"][key], value), key
-    got, want = _values(_rows(run)), _values(_rows(ref))
+    got, want = _values(metrics(run)), _values(metrics(ref))
     shared = {k for k in want if k[1] not in PER_PROCESS}
     assert {k for k in got if k[1] not in PER_PROCESS} == shared  # no gaps, no duplicates
     assert {k: got[k] for k in shared} == {k: want[k] for k in shared}
@@ -175,6 +148,7 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_uninterrupted(tmp_pat
     assert [k[2] for k, _ in val] == ["0", "1"]  # validation of both epochs, once each
 
 
+@pytest.mark.slow
 def test_kills_during_saves_never_corrupt_last_ckpt(tmp_path) -> None:
     """A process saving ~8 MB checkpoints in a loop through AtomicCheckpointIO is SIGKILLed
     at random moments; each time last.ckpt loads and is one whole checkpoint, and the next
@@ -227,10 +201,8 @@ def test_ckpt_path_last_without_a_run_is_one_error_or_a_fresh_run(tmp_path, cifa
     args = _args(cifar, tmp_path / "runs", "--trainer.max_epochs", "1")
     args += ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
     assert main([*args, "--ckpt_path", "last"]) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "found no run to resume" in lines[0], err[-2000:]
-    assert "last_or_fresh" in lines[0]
+    line = error_line(capsys.readouterr().err)
+    assert "found no run to resume" in line and "last_or_fresh" in line
     assert not (tmp_path / "runs").exists()
 
     assert main([*args, "--ckpt_path", "last_or_fresh"]) == 0  # nothing there: a fresh run
@@ -249,11 +221,11 @@ def test_explicit_last_ckpt_resumes_in_its_own_run(tmp_path, cifar) -> None:
     assert main(args) == 0  # a second, separate run: version_1
     run0 = tmp_path / "runs/debug/version_0"
     ckpt = run0 / "checkpoints/last.ckpt"
-    before = _rows(run0)
+    before = metrics(run0)
     assert main([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt)]) == 0
     # version_0 goes on (metrics appended, last.ckpt updated); version_1 is untouched.
     assert sorted(p.name for p in (tmp_path / "runs/debug").iterdir()) == ["version_0", "version_1"]
-    after = _rows(run0)
+    after = metrics(run0)
     assert after[: len(before)] == before and len(after) > len(before)
     assert {r["epoch"] for r in after if r.get("val/acc")} == {"0", "1"}
     assert torch.load(ckpt)["epoch"] == 1
@@ -261,6 +233,7 @@ def test_explicit_last_ckpt_resumes_in_its_own_run(tmp_path, cifar) -> None:
     assert len(list(run0.glob("events.out.tfevents.*"))) == 2  # TensorBoard: one folder
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_in_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path, cifar) -> None:
     # lr 1e30 with weight decay multiplies the weights by about -1e26 in the first step;
     # the next forward pass overflows. last.ckpt is written after every batch until then.
@@ -274,9 +247,7 @@ def test_nan_loss_stops_in_one_sentence_and_keeps_the_last_good_checkpoint(tmp_p
         timeout=600,
     )
     assert result.returncode == 2, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    line = lines[0]
+    line = error_line(result.stderr)
     found = re.search(r"(The training loss became (nan|inf|-inf) at|The weights became NaN or "
                       r"infinite in the update of) global step (\d+)", line)  # fmt: skip
     assert found, line

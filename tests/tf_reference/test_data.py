@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import pickle
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,7 @@ import tensorflow as tf
 
 from lightning_densenet import UserError, datasets
 from lightning_densenet.datasets import ArrayDataset
+from tests.fake_data import write_cifar, write_cifar_archive
 from tf_reference.config import DataConfig
 from tf_reference.data import (
     augment_batch,
@@ -161,27 +159,9 @@ def test_too_few_images_for_a_batch_is_a_user_error() -> None:
 # --- CIFAR download, on an archive in the official format written here ----------------------
 
 
-def _official_cifar10_archive(folder: Path, n_per_batch: int = 4) -> tuple[Path, np.ndarray]:
-    """cifar-10-python.tar.gz as the official one is laid out, with few images."""
-    rng = np.random.default_rng(0)
-    files, all_rows = {}, []
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        rows = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
-        all_rows.append(rows)
-        files[name] = {b"data": rows, b"labels": list(range(n_per_batch))}
-    files["batches.meta"] = {b"label_names": [f"class{i}".encode() for i in range(10)]}
-    archive = folder / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for name, content in files.items():
-            blob = pickle.dumps(content, protocol=2)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    return archive, np.concatenate(all_rows[:5])
-
-
 def test_download_cifar_unpacks_the_official_layout(tmp_path: Path) -> None:
-    archive, rows = _official_cifar10_archive(tmp_path)
+    cifar = write_cifar(tmp_path / "src", "cifar10", n_train=20, n_test=4)
+    archive = write_cifar_archive(cifar, tmp_path / "cifar-10-python.tar.gz")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     root = tmp_path / "data"
     folder = download_cifar(root, "cifar10", origin=archive.as_uri(), md5=md5)
@@ -190,16 +170,17 @@ def test_download_cifar_unpacks_the_official_layout(tmp_path: Path) -> None:
     # load_splits reads it (already present: no second download) with the same split.
     splits = load_splits(DataConfig(dataset="cifar10", root=str(root), val_size=5, seed=0))
     train_idx, _ = datasets.train_val_split(20, 5, 0)
-    expected = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)[train_idx]
-    np.testing.assert_array_equal(splits.train.images, expected)
+    np.testing.assert_array_equal(splits.train.images, cifar.train_images[train_idx])
+    np.testing.assert_array_equal(splits.train.labels, cifar.train_labels[train_idx])
     assert splits.test is not None and len(splits.test) == 4
-    assert splits.classes == tuple(f"class{i}" for i in range(10))
+    assert splits.classes == cifar.classes
 
 
 def test_failed_download_is_one_user_error(tmp_path: Path) -> None:
     missing = (tmp_path / "nowhere" / "cifar-10-python.tar.gz").as_uri()
     with pytest.raises(UserError, match=r"Downloading cifar10 from .* failed .*--data\.root"):
         download_cifar(tmp_path / "data", "cifar10", origin=missing)
-    archive, _ = _official_cifar10_archive(tmp_path)
+    cifar = write_cifar(tmp_path / "src", "cifar10", n_train=20, n_test=4)
+    archive = write_cifar_archive(cifar, tmp_path / "cifar-10-python.tar.gz")
     with pytest.raises(UserError, match=r"Downloading cifar10 from .* failed"):  # bad checksum
         download_cifar(tmp_path / "data", "cifar10", origin=archive.as_uri(), md5="0" * 32)

@@ -14,10 +14,11 @@ from lightning_densenet.datasets import has_split, image_folder_classes, load_im
 from lightning_densenet.datasets.cache import cache_key, cache_path
 from lightning_densenet.datasets.fingerprint import folder_fingerprint
 from lightning_densenet.datasets.listing import archive_listing
+from tests.fake_data import write_images, write_tar
 
 
-def test_cache_is_used_until_the_source_changes(tmp_path, make_images) -> None:
-    written = make_images(tmp_path / "src", "train", {"a": 2, "b": 2}, ext=".bmp")
+def test_cache_is_used_until_the_source_changes(tmp_path) -> None:
+    written = write_images(tmp_path / "src", "train", {"a": 2, "b": 2}, ext=".bmp")
     cache = tmp_path / "cache"
     first = load_image_folder(tmp_path / "src", "train", cache_dir=cache)
     assert len(list(cache.glob("*.npz"))) == 1 and not list(cache.glob("*.tmp"))
@@ -41,9 +42,9 @@ def test_cache_is_used_until_the_source_changes(tmp_path, make_images) -> None:
     assert len(list(cache.glob("*.npz"))) == 1  # overwritten, not piled up
 
 
-def test_archive_cache_answers_without_reading_the_archive(tmp_path, make_images, make_tar) -> None:
-    written = make_images(tmp_path / "src", "train", {"a": 2, "b": 1}, ext=".bmp")
-    archive = make_tar(tmp_path / "src", tmp_path / "data.tar")
+def test_archive_cache_answers_without_reading_the_archive(tmp_path) -> None:
+    written = write_images(tmp_path / "src", "train", {"a": 2, "b": 1}, ext=".bmp")
+    archive = write_tar(tmp_path / "src", tmp_path / "data.tar")
     cache = tmp_path / "cache"
     load_image_folder(archive, "train", cache_dir=cache)
     # Zeros of the same size and mtime: reading the archive would fail, so answers prove the
@@ -63,8 +64,8 @@ def test_archive_cache_answers_without_reading_the_archive(tmp_path, make_images
         load_image_folder(archive, "train", cache_dir=cache)
 
 
-def test_corrupt_cache_is_rebuilt(tmp_path, make_images) -> None:
-    written = make_images(tmp_path / "src", "train", {"a": 2})
+def test_corrupt_cache_is_rebuilt(tmp_path) -> None:
+    written = write_images(tmp_path / "src", "train", {"a": 2})
     cache = tmp_path / "cache"
     load_image_folder(tmp_path / "src", "train", cache_dir=cache)
     (cache_file,) = cache.glob("*.npz")

@@ -10,11 +10,12 @@ import pytest
 
 from lightning_densenet import UserError
 from lightning_densenet.datasets import cifar_classes, cifar_is_present, load_cifar
+from tests.fake_data import write_cifar
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
-def test_load_cifar_returns_the_pickled_pixels_and_labels(tmp_path, make_cifar, name) -> None:
-    files = make_cifar(tmp_path, name, n_train=50, n_test=20)
+def test_load_cifar_returns_the_pickled_pixels_and_labels(tmp_path, name) -> None:
+    files = write_cifar(tmp_path, name, n_train=50, n_test=20)
     assert cifar_is_present(tmp_path, name)
     train, test = load_cifar(tmp_path, name, "train"), load_cifar(tmp_path, name, "test")
     assert train.images.shape == (50, 32, 32, 3) and train.images.dtype == np.uint8
@@ -28,8 +29,8 @@ def test_load_cifar_returns_the_pickled_pixels_and_labels(tmp_path, make_cifar, 
     assert len(train.classes) == (10 if name == "cifar10" else 100)
 
 
-def test_cifar_pixel_layout_is_channel_planes(tmp_path, make_cifar) -> None:
-    make_cifar(tmp_path, "cifar10")
+def test_cifar_pixel_layout_is_channel_planes(tmp_path) -> None:
+    write_cifar(tmp_path, "cifar10")
     # Overwrite the first training row by hand: R plane all 1, G all 2, B ramps 0..1023 % 256.
     path = tmp_path / "cifar-10-batches-py/data_batch_1"
     batch = pickle.loads(path.read_bytes(), encoding="bytes")
@@ -40,8 +41,8 @@ def test_cifar_pixel_layout_is_channel_planes(tmp_path, make_cifar) -> None:
     assert image[0, 5, 2] == 5 and image[1, 0, 2] == 32  # row-major within the plane
 
 
-def test_missing_cifar_file_names_it_and_the_fix(tmp_path, make_cifar) -> None:
-    make_cifar(tmp_path, "cifar10")
+def test_missing_cifar_file_names_it_and_the_fix(tmp_path) -> None:
+    write_cifar(tmp_path, "cifar10")
     (tmp_path / "cifar-10-batches-py/data_batch_3").unlink()
     assert not cifar_is_present(tmp_path, "cifar10")
     with pytest.raises(UserError, match=r"data_batch_3 is missing: download .*data\.root"):
@@ -60,15 +61,15 @@ def test_missing_cifar_file_names_it_and_the_fix(tmp_path, make_cifar) -> None:
     ],
     ids=["garbage", "list", "no-labels", "bad-shape", "label-out-of-range"],
 )
-def test_corrupt_cifar_file_is_a_user_error(tmp_path, make_cifar, content) -> None:
-    make_cifar(tmp_path, "cifar10")
+def test_corrupt_cifar_file_is_a_user_error(tmp_path, content) -> None:
+    write_cifar(tmp_path, "cifar10")
     (tmp_path / "cifar-10-batches-py/data_batch_2").write_bytes(content)
     with pytest.raises(UserError, match=r"data_batch_2 is corrupt .*download it again"):
         load_cifar(tmp_path, "cifar10", "train")
 
 
-def test_cifar_pickles_cannot_run_code(tmp_path, make_cifar) -> None:
-    make_cifar(tmp_path, "cifar10")
+def test_cifar_pickles_cannot_run_code(tmp_path) -> None:
+    write_cifar(tmp_path, "cifar10")
     target = tmp_path / "pwned"
 
     class Exploit:

@@ -13,6 +13,7 @@ from lightning_densenet.datasets import (
     image_folder_classes,
     load_image_folder,
 )
+from tests.fake_data import write_images, write_tar
 
 
 def _expected(written: dict[str, np.ndarray], split: str, classes: tuple[str, ...]):
@@ -23,13 +24,13 @@ def _expected(written: dict[str, np.ndarray], split: str, classes: tuple[str, ..
 
 
 @pytest.mark.parametrize("form", ["folder", "tar.gz", "tar-nested"])
-def test_image_folder_round_trips_pixels(tmp_path, image_folder, make_tar, form) -> None:
+def test_image_folder_round_trips_pixels(tmp_path, image_folder, form) -> None:
     root, written = image_folder
     source = {
         "folder": root,
-        "tar.gz": make_tar(root, tmp_path / "images.tar.gz"),
+        "tar.gz": write_tar(root, tmp_path / "images.tar.gz"),
         # `tar cf x.tar images/` nests everything in images/
-        "tar-nested": make_tar(root, tmp_path / "images.tar", top="images"),
+        "tar-nested": write_tar(root, tmp_path / "images.tar", top="images"),
     }[form]
     classes = ("bird", "cat", "dog")  # sorted, like torchvision's ImageFolder
     assert image_folder_classes(source) == classes
@@ -43,18 +44,18 @@ def test_image_folder_round_trips_pixels(tmp_path, image_folder, make_tar, form)
         np.testing.assert_array_equal(data.labels, labels)
 
 
-def test_image_folder_without_test_split(tmp_path, make_images, make_tar) -> None:
-    make_images(tmp_path, "train", {"a": 1, "b": 1})
-    archive = make_tar(tmp_path, tmp_path / "train-only.tar.gz")
+def test_image_folder_without_test_split(tmp_path) -> None:
+    write_images(tmp_path, "train", {"a": 1, "b": 1})
+    archive = write_tar(tmp_path, tmp_path / "train-only.tar.gz")
     for source in (tmp_path, archive):
         assert has_split(source, "train") and not has_split(source, "test")
         with pytest.raises(UserError, match=r"holds no test/<class>/<image> files: add a test/"):
             load_image_folder(source, "test", cache_dir=tmp_path / "cache")
 
 
-def test_mixed_image_sizes_name_an_offending_file(tmp_path, make_images) -> None:
-    make_images(tmp_path, "train", {"a": 2}, size=(8, 8))
-    make_images(tmp_path, "train", {"b": 1}, size=(8, 7))
+def test_mixed_image_sizes_name_an_offending_file(tmp_path) -> None:
+    write_images(tmp_path, "train", {"a": 2}, size=(8, 8))
+    write_images(tmp_path, "train", {"b": 1}, size=(8, 7))
     with pytest.raises(UserError, match=r"train/b/000\.png is 8x7 but train/a/000\.png is 8x8"):
         load_image_folder(tmp_path, "train", cache_dir=tmp_path / "cache")
 
@@ -85,16 +86,16 @@ def test_bad_image_folders_are_user_errors(tmp_path, make, message) -> None:
         load_image_folder(root, "train", cache_dir=tmp_path / "cache")
 
 
-def test_undecodable_image_is_named(tmp_path, make_images) -> None:
-    make_images(tmp_path, "train", {"a": 1})
+def test_undecodable_image_is_named(tmp_path) -> None:
+    write_images(tmp_path, "train", {"a": 1})
     (tmp_path / "train/a/broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(UserError, match=r"Cannot decode image train/a/broken\.jpg"):
         load_image_folder(tmp_path, "train", cache_dir=tmp_path / "cache")
 
 
-def test_unknown_test_class_is_a_user_error(tmp_path, make_images) -> None:
-    make_images(tmp_path, "train", {"a": 1})
-    make_images(tmp_path, "test", {"zebra": 1})
+def test_unknown_test_class_is_a_user_error(tmp_path) -> None:
+    write_images(tmp_path, "train", {"a": 1})
+    write_images(tmp_path, "test", {"zebra": 1})
     with pytest.raises(UserError, match=r"test/zebra is not a class of train/"):
         load_image_folder(tmp_path, "test", cache_dir=tmp_path / "cache")
 

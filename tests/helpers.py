@@ -1,0 +1,95 @@
+"""What several test files share: the repository's paths, the arguments of a small
+`python -m lightning_densenet` run, its metrics, its one error line, and the small DenseNets
+both frameworks' unit tests build. (Tiny datasets written on the fly: `tests/fake_data.py`.)
+
+Imported as `tests.helpers` (pytest puts the repository root on `sys.path`, see pyproject).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from lightning_densenet import PRESETS, DenseNetConfig
+
+REPO = Path(__file__).resolve().parents[1]
+DEBUG_CONFIG = REPO / "configs/debug.yaml"
+# The experiments `fit` reads (sweep_*.yaml are search spaces: test_sweep.py reads them).
+FIT_CONFIGS = sorted(
+    p for p in (REPO / "configs").glob("*.yaml") if not p.stem.startswith("sweep_")
+)
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def cli_args(
+    command: str,
+    data_root: Path | str,
+    runs: Path | str,
+    *extra: str,
+    config: Path | str = DEBUG_CONFIG,
+    val_size: int = 40,
+) -> list[str]:
+    """Arguments of `python -m lightning_densenet COMMAND`: `config` (debug.yaml) on the
+    CIFAR files at `data_root` (no download), `val_size` validation images, run folders
+    under `runs`, then `extra` (later arguments win)."""
+    return [
+        command,
+        *("--config", str(config), "--data.root", str(data_root), "--data.download", "false"),
+        *("--data.val_size", str(val_size), "--trainer.default_root_dir", str(runs)),
+        *extra,
+    ]
+
+
+def metrics(run: Path) -> list[dict[str, str]]:
+    """The rows of a run folder's metrics.csv (Lightning's CSV logger)."""
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def last(rows: list[dict[str, str]], key: str) -> float:
+    """The last value logged under `key`."""
+    return float([r[key] for r in rows if r.get(key)][-1])
+
+
+def is_fraction_of(value: float, n: int) -> bool:
+    """Whether `value` is k/n for a whole k, as an accuracy over exactly n images is."""
+    return value * n == pytest.approx(round(value * n))
+
+
+def error_line(stderr: str) -> str:
+    """The `error: ...` line a CLI writes for a user's mistake; fails unless it is the only
+    one and no traceback was printed."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+# Small DenseNets, each with one option of the paper changed, built by both unit test suites.
+VARIANTS = {
+    "bc": DenseNetConfig(growth_rate=6, block_config=(2, 3)),
+    "plain": DenseNetConfig(growth_rate=6, block_config=(2, 3), bottleneck=False, compression=1.0),
+    "no_bn": DenseNetConfig(growth_rate=6, block_config=(2, 3), batch_norm=False),
+    "dropout": DenseNetConfig(growth_rate=6, block_config=(2, 3), drop_rate=0.2),
+    "imagenet_stem": DenseNetConfig(growth_rate=6, block_config=(2, 2, 2), stem="imagenet"),
+    "four_blocks": DenseNetConfig(growth_rate=4, block_config=(1, 2, 3, 1), compression=0.7),
+    "bn_size_2": DenseNetConfig(growth_rate=5, block_config=(3,), bn_size=2, num_init_features=7),
+}
+
+# DenseNet-BC-100 (k=12) with 10 classes: Table 2 of Huang et al. rounds it to 0.8M.
+BC_100_K12_PARAMS = 769_162
+
+# Presets of 7M parameters and more take seconds to build in each framework: their tests
+# are `slow`, the rest (DenseNet-BC-100 among them) run in the quick loop too.
+LARGE_PRESETS = {
+    "densenet_100_k12",
+    "densenet_100_k24",
+    "densenet_bc_250_k24",
+    "densenet_bc_190_k40",
+    "densenet121",
+}
+PRESET_PARAMS = [
+    pytest.param(name, marks=pytest.mark.slow) if name in LARGE_PRESETS else name
+    for name in sorted(PRESETS)
+]
