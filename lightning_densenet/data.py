@@ -34,7 +34,7 @@ from lightning_densenet.batches import (
 )
 from lightning_densenet.datasets import ArrayDataset, CifarName
 from lightning_densenet.errors import UserError
-from lightning_densenet.options import DatasetName
+from lightning_densenet.options import DatasetName, NonNegativeInt, PositiveInt, check
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
@@ -122,16 +122,21 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        _check_positive("data.batch_size", batch_size)
-        _check_positive("data.eval_batch_size", eval_batch_size)
-        _check_positive("data.max_train_images", max_train_images)
-        for name, value in (("val_size", val_size), ("holdout_size", holdout_size)):
-            if value < 0:
-                raise UserError(f"data.{name}={value} must be 0 or more.")
-        if num_workers < 0:
-            raise UserError(f"data.num_workers={num_workers} must be 0 or more.")
-        if seed < 0:
-            raise UserError(f"data.seed={seed} must be 0 or more.")
+        # The ranges are options.py's, shared with tf_reference's config.
+        for name, value in (
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("max_train_images", max_train_images),
+        ):
+            if value is not None:
+                check(f"data.{name}", value, PositiveInt)
+        for name, value in (
+            ("val_size", val_size),
+            ("holdout_size", holdout_size),
+            ("num_workers", num_workers),
+            ("seed", seed),
+        ):
+            check(f"data.{name}", value, NonNegativeInt)
         self.dataset, self.root, self.download = dataset, Path(root), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.max_train_images = val_size, max_train_images
@@ -343,8 +348,3 @@ class ImageDataModule(pl.LightningDataModule):
 
 def _size(data: InMemoryImages) -> str:
     return "x".join(str(n) for n in data.images.shape[-1:-3:-1])  # W x H of (N, C, H, W)
-
-
-def _check_positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise UserError(f"{name}={value} must be a positive integer.")

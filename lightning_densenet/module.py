@@ -24,9 +24,15 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_densenet.arch import DenseNetConfig, resolve_arch
-from lightning_densenet.errors import UserError
 from lightning_densenet.model import DenseNet
-from lightning_densenet.options import Optimizer, Schedule, check_milestones
+from lightning_densenet.options import (
+    HalfOpenUnitInterval,
+    Optimizer,
+    PositiveFloat,
+    Schedule,
+    check,
+    check_milestones,
+)
 from lightning_densenet.schedules import lr_factor
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
@@ -90,18 +96,13 @@ class DenseNetClassifier(pl.LightningModule):
         if isinstance(arch, DenseNetConfig):
             arch = arch.to_dict()  # store plain data in hparams so checkpoints load anywhere
         self.save_hyperparameters()
-        if lr <= 0:
-            raise UserError(f"model.lr={lr} is invalid: use a positive learning rate.")
-        if not 0 <= label_smoothing < 1:
-            raise UserError(f"model.label_smoothing={label_smoothing} must lie in [0, 1).")
+        # The ranges are options.py's, shared with tf_reference's config.
+        check("model.lr", lr, PositiveFloat)
+        check("model.label_smoothing", label_smoothing, HalfOpenUnitInterval)
         check_milestones(milestones)
-        if budget_minutes is not None and budget_minutes <= 0:
-            raise UserError(f"model.budget_minutes={budget_minutes} must be positive (or null).")
-        if not 0 <= ema_decay < 1:
-            raise UserError(
-                f"model.ema_decay={ema_decay} must lie in [0, 1): 0 turns the average off, "
-                "0.99 to 0.999 are usual."
-            )
+        if budget_minutes is not None:
+            check("model.budget_minutes", budget_minutes, PositiveFloat)
+        check("model.ema_decay", ema_decay, HalfOpenUnitInterval)  # 0: off; 0.99-0.999 usual
         self.model = DenseNet(resolve_arch(arch), num_classes, memory_efficient, channels_last)
         self.compiled = False
         # Layer shapes and FLOPs in the summary (dropped when compiling: see `setup`).

@@ -347,9 +347,9 @@ def test_image_folder_without_test_split_cannot_test(tmp_path) -> None:
             r"data\.root=/no/such/dir does not exist",
         ),
         ({"dataset": "mnist"}, r"data\.dataset='mnist' is unknown"),
-        ({"batch_size": 0}, r"data\.batch_size=0 must be a positive integer"),
-        ({"val_size": -5}, r"data\.val_size=-5 must be 0 or more"),
-        ({"seed": -1}, r"data\.seed=-1 must be 0 or more"),
+        ({"batch_size": 0}, r"data\.batch_size=0 is invalid: use a whole number of at least 1\."),
+        ({"val_size": -5}, r"data\.val_size=-5 is invalid: use a whole number of 0 or more\."),
+        ({"seed": -1}, r"data\.seed=-1 is invalid: use a whole number of 0 or more\."),
     ],
 )
 def test_bad_arguments_are_user_errors(kwargs, message) -> None:
@@ -404,7 +404,9 @@ def test_holdout_split_stands_in_for_a_missing_test_split(tmp_path) -> None:
         held_out.append(test)
     assert held_out[0] == held_out[1]
     assert len(dm.test_dataloader().dataset) == 5
-    with pytest.raises(UserError, match=r"data\.holdout_size=-1 must be 0 or more"):
+    with pytest.raises(
+        UserError, match=r"data\.holdout_size=-1 is invalid: use a whole number of 0 or more"
+    ):
         ImageDataModule("imagefolder", str(tmp_path), holdout_size=-1)
 
 
