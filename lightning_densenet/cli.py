@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -45,6 +46,7 @@ from lightning_densenet.data import ImageDataModule
 from lightning_densenet.datasets import default_cache_dir
 from lightning_densenet.errors import UserError, command
 from lightning_densenet.module import DenseNetClassifier
+from lightning_densenet.options import one_line
 
 
 class _OneLineErrorParser(LightningArgumentParser):
@@ -54,7 +56,7 @@ class _OneLineErrorParser(LightningArgumentParser):
         if not self.exit_on_error:  # jsonargparse trying alternatives: let it go on
             super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        sys.stderr.write(f"error: {_condense(str(message))} (see {prog} --help).\n")
+        sys.stderr.write(f"error: {_condense(str(message)).rstrip('.')} (see {prog} --help).\n")
         self.exit(2)
 
 
@@ -63,15 +65,7 @@ def _condense(message: str) -> str:
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     # A union type lists why each alternative failed; ours (a UserError) says the most.
     ours = [x[2:] for x in lines if x.startswith("- ") and not x.startswith("- Expected a <")]
-    if ours:
-        return ours[0]
-    key = re.match(r'Parser key "([^"]+)":', lines[0]) if lines else None
-    given = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("Given value:")), None)
-    if key and given is not None:
-        types = re.findall(r"Expected a <class '([\w.]+)'>", message)
-        expected = " or ".join(dict.fromkeys("null" if t == "NoneType" else t for t in types))
-        return f"{key.group(1)}={given} is invalid" + (f": give {expected}" if expected else "")
-    return " ".join(lines)
+    return ours[0] if ours else one_line(message)
 
 
 # Options that change how the network runs, not what it is. LightningCLI replaces the model
@@ -324,5 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_densenet import sweep
 
         return sweep.main(args[1:])
-    run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+    try:
+        run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+    except MisconfigurationException as err:  # Lightning's check of a trainer option
+        raise UserError(str(err)) from None
     return 0

@@ -94,6 +94,14 @@ def wrong_value_type(tmp, cifar):
     return [*_fit(tmp, cifar.root), "--trainer.max_epochs", "three"]
 
 
+def trainer_option_lightning_refuses(tmp, cifar):
+    return [*_fit(tmp, cifar.root), "--trainer.max_epochs", "-5"]
+
+
+def model_value_out_of_range(tmp, cifar):
+    return [*_fit(tmp, cifar.root), "--model.lr", "-0.1"]
+
+
 def val_size_too_large(tmp, cifar):
     return _fit(tmp, cifar.root, "--data.val_size", "5000")
 
@@ -210,6 +218,10 @@ CASES = {
     "unknown_key_in_config": Case(unknown_key_in_config, "model.learning_rate"),
     "unknown_option": Case(unknown_option, "--model.nonsense"),
     "wrong_value_type": Case(wrong_value_type, "trainer.max_epochs=three is invalid"),
+    "trainer_option_lightning_refuses": Case(
+        trainer_option_lightning_refuses, "`max_epochs` must be", "-5"
+    ),
+    "model_value_out_of_range": Case(model_value_out_of_range, "model.lr=-0.1 is invalid"),
     "val_size_too_large": Case(val_size_too_large, "val_size"),
     "no_class_folders": Case(no_class_folders, "train/<class>"),
     "images_of_two_sizes": Case(images_of_two_sizes, "Images differ in size", "40x40"),
