@@ -297,14 +297,17 @@ def run_cli(args: list[str] | None, callbacks: Sequence[Callback] = ()) -> Dense
     # Inductor's default cache, /tmp/torchinductor_$USER, is lost at every reboot: keep
     # compiled kernels beside the decoded datasets, so a second run compiles from the cache.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir() / "inductor"))
-    return DenseNetCLI(
-        DenseNetClassifier,
-        ImageDataModule,
-        args=args,
-        trainer_defaults={"default_root_dir": "runs", "callbacks": list(callbacks)},
-        auto_configure_optimizers=False,
-        parser_kwargs={"prog": "python -m lightning_densenet"},
-    )
+    try:
+        return DenseNetCLI(
+            DenseNetClassifier,
+            ImageDataModule,
+            args=args,
+            trainer_defaults={"default_root_dir": "runs", "callbacks": list(callbacks)},
+            auto_configure_optimizers=False,
+            parser_kwargs={"prog": "python -m lightning_densenet"},
+        )
+    except MisconfigurationException as err:  # Lightning's check of a trainer option
+        raise UserError(str(err)) from None
 
 
 @command
@@ -318,8 +321,5 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_densenet import sweep
 
         return sweep.main(args[1:])
-    try:
-        run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
-    except MisconfigurationException as err:  # Lightning's check of a trainer option
-        raise UserError(str(err)) from None
+    run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
     return 0
