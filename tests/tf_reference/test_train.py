@@ -232,16 +232,8 @@ def test_run_directory_checkpoint_and_scalars(
     exp: Experiment, splits: Splits, summaries: Callable[[Path], list[Any]], tmp_path: Path
 ) -> None:
     short = with_epochs(exp, 1)
-    result = train(
-        short,
-        "function",
-        network="cnn",
-        width=8,
-        depth=3,
-        root_dir=tmp_path,
-        splits=splits,
-        log=None,
-    )
+    kwargs = {"network": "cnn", "width": 8, "depth": 3, "root_dir": tmp_path, "splits": splits}
+    result = train(short, "function", **kwargs, log=None)
     run = tmp_path / "tf" / "test-cnn" / "function" / "version_0"
     assert result.run_dir == run
     for name in ("config.yaml", "metrics.json", "model.weights.h5", "best.weights.h5"):
@@ -262,16 +254,7 @@ def test_run_directory_checkpoint_and_scalars(
     tags = {v.tag for v in summaries(run)}
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "steps_per_s"} <= tags
 
-    again = train(
-        short,
-        "function",
-        network="cnn",
-        width=8,
-        depth=3,
-        root_dir=tmp_path,
-        splits=splits,
-        log=None,
-    )
+    again = train(short, "function", **kwargs, log=None)
     assert again.run_dir == run.parent / "version_1"  # never overwrites a run
 
 
