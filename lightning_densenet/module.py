@@ -7,7 +7,8 @@ with `nn.Module.compile`, so checkpoints hold `model.features...` keys with no
 Options for fast, small-budget training (each off by default, so the paper's recipe is
 unchanged): `budget_minutes` (a time-aware schedule that always finishes), `ema_decay`
 (evaluate and save an exponential moving average of the weights, through Lightning's
-`EMAWeightAveraging`) and `tta` (average the logits of each image and its mirror image).
+`EMAWeightAveraging`), `tta` (average the logits of each image and its mirror image) and
+`progressive_size` (train on smaller images first).
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_densenet.arch import DenseNetConfig, resolve_arch
 from lightning_densenet.model import DenseNet
 from lightning_densenet.options import (
+    FractionOfTraining,
     HalfOpenUnitInterval,
     Optimizer,
     PositiveFloat,
+    PositiveInt,
     Schedule,
     check,
     check_milestones,
 )
-from lightning_densenet.schedules import lr_factor
+from lightning_densenet.schedules import image_size, lr_factor
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
@@ -69,6 +72,14 @@ class DenseNetClassifier(pl.LightningModule):
             the checkpoint too, under `current_model_state`).
         tta: evaluate on the mean logits of each image and its horizontal mirror
             (validation, test and predict; training is unchanged).
+        progressive_size: progressive resizing: training starts on images downscaled to
+            this many pixels wide (bilinear, antialiased, after augmentation) and grows to
+            the data's own size by `progressive_until` of training, in steps of 8 pixels;
+            the rest of training, and every evaluation, is at full size. An early epoch at
+            24 of 32 pixels costs about (24/32)^2 of one at full size. With `compile`, each
+            size compiles its own static graph (`dynamic=False`), once.
+        progressive_until: the fraction of training (of the steps, or of `budget_minutes`)
+            by which the image size has grown to full.
     """
 
     def __init__(
@@ -91,6 +102,8 @@ class DenseNetClassifier(pl.LightningModule):
         budget_minutes: float | None = None,
         ema_decay: float = 0.0,
         tta: bool = False,
+        progressive_size: int | None = None,
+        progressive_until: float = 0.5,
     ) -> None:
         super().__init__()
         if isinstance(arch, DenseNetConfig):
@@ -103,6 +116,9 @@ class DenseNetClassifier(pl.LightningModule):
         if budget_minutes is not None:
             check("model.budget_minutes", budget_minutes, PositiveFloat)
         check("model.ema_decay", ema_decay, HalfOpenUnitInterval)  # 0: off; 0.99-0.999 usual
+        if progressive_size is not None:
+            check("model.progressive_size", progressive_size, PositiveInt)
+        check("model.progressive_until", progressive_until, FractionOfTraining)
         self.model = DenseNet(resolve_arch(arch), num_classes, memory_efficient, channels_last)
         self.compiled = False
         # Layer shapes and FLOPs in the summary (dropped when compiling: see `setup`).
@@ -122,7 +138,10 @@ class DenseNetClassifier(pl.LightningModule):
         # in its own setup (which runs first) and must copy the plain one.
         if self.hparams.compile and not self.compiled:
             self.model.compile(
-                mode=None if self.hparams.compile_mode == "default" else self.hparams.compile_mode
+                mode=None if self.hparams.compile_mode == "default" else self.hparams.compile_mode,
+                # A static graph per image size; torch's default would turn to one graph
+                # with dynamic shapes at the second size, slower on every step after it.
+                dynamic=False if self.hparams.progressive_size else None,
             )
             self.compiled = True
             # The summary's forward pass would compile one more graph for its batch of 2.
@@ -174,7 +193,22 @@ class DenseNetClassifier(pl.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, self.train_metrics)
+        x, y = batch
+        if self.hparams.progressive_size:
+            size = self.train_image_size(x.shape[-1])
+            self.log("train/image_size", float(size), on_step=True, on_epoch=False)
+            if size != x.shape[-1]:
+                height = round(x.shape[-2] * size / x.shape[-1])
+                x = F.interpolate(x, (height, size), mode="bilinear", antialias=True)
+        return self._step((x, y), self.train_metrics)
+
+    def train_image_size(self, full: int) -> int:
+        """The width training images have now, out of the data's `full` width."""
+        if not self.hparams.progressive_size:
+            return full
+        fraction = self.training_fraction(self.global_step)
+        hp = self.hparams
+        return image_size(fraction, hp.progressive_size, full, hp.progressive_until)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, self.val_metrics)

@@ -29,6 +29,8 @@ DatasetName = Literal["cifar10", "cifar100", "imagefolder"]
 
 # [0, 1): momentum, label smoothing, an EMA decay.
 HalfOpenUnitInterval = restricted_number_type("HalfOpenUnitInterval", float, [(">=", 0), ("<", 1)])
+# (0, 1]: a point in training, as a fraction of it, that may be its end.
+FractionOfTraining = restricted_number_type("FractionOfTraining", float, [(">", 0), ("<=", 1)])
 
 # What each range type asks for, in the words of an error message.
 RANGE_WORDS: dict[str, str] = {
@@ -38,6 +40,7 @@ RANGE_WORDS: dict[str, str] = {
     "NonNegativeFloat": "a number of 0 or more",
     "OpenUnitInterval": "a fraction in (0, 1)",
     "HalfOpenUnitInterval": "a fraction in [0, 1)",
+    "FractionOfTraining": "a fraction in (0, 1]",
 }
 _TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
 _TYPE_WORDS |= {"str": "a string", "tuple": "a list", "list": "a list", "NoneType": "null"}

@@ -1,7 +1,8 @@
-"""Learning-rate schedules as step -> multiplier of the peak lr. Framework-free.
+"""Schedules over training, framework-free: the learning rate and the image size.
 
 `DenseNetClassifier` feeds `lr_factor` to `torch.optim.lr_scheduler.LambdaLR`; the
 TensorFlow reference calls the same function, so both frameworks follow one schedule.
+`image_size` is the progressive-resizing schedule of `DenseNetClassifier.progressive_size`.
 """
 
 from __future__ import annotations
@@ -46,3 +47,17 @@ def lr_factor(
     raise UserError(
         f"model.schedule={schedule!r} is unknown: use step, cosine, onecycle or constant."
     )
+
+
+def image_size(fraction: float, start: int, full: int, until: float, step: int = 8) -> int:
+    """The image size to train at after `fraction` of training: progressive resizing.
+
+    Training starts at `start` pixels and grows linearly to `full` at `until` of training
+    (then stays there), in whole steps of `step` pixels, so a compiled network meets only a
+    few sizes: 16 -> 32 by 0.5 trains at 16, 24 and 32 pixels, a quarter of training each
+    for the first two.
+    """
+    if start >= full or fraction >= until:
+        return full
+    grown = (full - start) * fraction / until
+    return min(full, start + step * int(grown // step))

@@ -7,8 +7,8 @@ jsonargparse reads the file (`experiment_parser`): the `model` and `data` blocks
 dataclasses, so dotted overrides (`--model.lr 0.05`), `--print_config` and the range checks
 of `lightning_densenet.options` come with it. They mean what they mean to
 `DenseNetClassifier` and `ImageDataModule`; keys that only steer PyTorch are accepted and
-ignored (`budget_minutes`, `ema_decay`, `tta` with a warning when set). Of the `trainer`
-block, free-form here, `max_epochs`, `max_steps`, `limit_train_batches` and
+ignored (`budget_minutes`, `ema_decay`, `tta`, `progressive_size`: with a warning when set).
+Of the `trainer` block, free-form here, `max_epochs`, `max_steps`, `limit_train_batches` and
 `limit_val_batches` apply. Imports neither TensorFlow nor torch.
 """
 
@@ -30,6 +30,7 @@ from lightning_densenet.arch import PRESETS, DenseNetConfig, resolve_arch
 from lightning_densenet.errors import UserError
 from lightning_densenet.options import (
     DatasetName,
+    FractionOfTraining,
     HalfOpenUnitInterval,
     NonNegativeFloat,
     NonNegativeInt,
@@ -72,16 +73,18 @@ class ModelOptions:
     budget_minutes: PositiveFloat | None = None
     ema_decay: HalfOpenUnitInterval = 0.0
     tta: bool = False
+    progressive_size: PositiveInt | None = None
+    progressive_until: FractionOfTraining = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arch", resolve_arch(self.arch))
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
         check_milestones(self.milestones)
-        for key in ("budget_minutes", "ema_decay", "tta"):
+        for key in ("budget_minutes", "ema_decay", "tta", "progressive_size"):
             if getattr(self, key):
                 warnings.warn(
-                    f"model.{key} is ignored: the TensorFlow reference does not have it "
-                    "(it trains for trainer.max_epochs, without weight averaging or TTA).",
+                    f"model.{key} is ignored: the TensorFlow reference does not have it (it "
+                    "trains for trainer.max_epochs at full size, without weight averaging or TTA).",
                     stacklevel=3,
                 )
 

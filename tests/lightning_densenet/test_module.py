@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_densenet import UserError
 from lightning_densenet.module import DenseNetClassifier, load_network
-from lightning_densenet.schedules import lr_factor
+from lightning_densenet.schedules import image_size, lr_factor
 
 
 def test_step_schedule_divides_by_ten_at_milestones() -> None:
@@ -27,6 +27,13 @@ def test_cosine_and_onecycle_shapes() -> None:
     assert lr_factor("constant", 10)(7) == 1
 
 
+def test_image_size_grows_in_steps_of_eight_to_full_size() -> None:
+    sizes = [image_size(f / 8, 16, 32, until=0.5) for f in range(9)]
+    assert sizes == [16, 16, 24, 24, 32, 32, 32, 32, 32]
+    assert [image_size(f, 24, 32, until=0.6) for f in (0, 0.59, 0.6, 1)] == [24, 24, 32, 32]
+    assert image_size(0, 40, 32, until=0.5) == 32  # never larger than the data
+
+
 def test_unknown_schedule_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"model\.schedule='linear' is unknown"):
         lr_factor("linear", 10)  # type: ignore[arg-type]
@@ -40,6 +47,8 @@ def test_unknown_schedule_is_a_user_error() -> None:
         ({"label_smoothing": 1.0}, r"label_smoothing=1\.0 is invalid: use a fraction in \[0, 1\)"),
         ({"ema_decay": 1.0}, r"model\.ema_decay=1\.0 is invalid: use a fraction in \[0, 1\)"),
         ({"budget_minutes": 0}, r"model\.budget_minutes=0 is invalid: use a positive number"),
+        ({"progressive_size": 0}, r"progressive_size=0 is invalid: use a whole number of at least"),
+        ({"progressive_until": 0}, r"progressive_until=0 is invalid: use a fraction in \(0, 1\]"),
         ({"arch": "resnet50"}, "Unknown DenseNet preset 'resnet50'"),
     ],
 )
@@ -55,11 +64,13 @@ def test_top5_only_with_many_classes() -> None:
     assert not [k for k in module.state_dict() if "acc" in k]  # checkpoints hold no metrics
 
 
-def _fit(tmp_path, **kwargs) -> tuple[pl.Trainer, DenseNetClassifier]:
+def _fit(tmp_path, hook=None, **kwargs) -> tuple[pl.Trainer, DenseNetClassifier]:
     torch.manual_seed(0)
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
     module = DenseNetClassifier("densenet_tiny", num_classes=10, **kwargs)
+    if hook is not None:
+        module.model.register_forward_pre_hook(hook)
     trainer = pl.Trainer(
         max_epochs=2,
         default_root_dir=tmp_path,
@@ -174,3 +185,31 @@ def test_compiled_eval_builds_one_graph_per_mode(tmp_path) -> None:
             module._eval_logits(short), uncompiled._eval_logits(short), rtol=1e-4, atol=1e-5
         )
     assert counters["stats"]["unique_graphs"] == 2
+
+
+def _widths_seen(tmp_path, **kwargs) -> list[tuple[bool, int]]:
+    """(training?, image width) of every batch the network was given in `_fit`."""
+    seen: list[tuple[bool, int]] = []
+    _fit(tmp_path, hook=lambda net, args: seen.append((net.training, args[0].shape[-1])), **kwargs)
+    return seen
+
+
+def test_progressive_resizing_trains_small_then_full_and_evaluates_full(tmp_path) -> None:
+    seen = _widths_seen(tmp_path, progressive_size=16, progressive_until=0.5)
+    train = [w for training, w in seen if training]
+    # 8 steps: 16 px for the first quarter of training, 24 for the second, then 32.
+    assert train == [16, 16, 24, 24, 32, 32, 32, 32]
+    assert {w for training, w in seen if not training} == {32}  # validation: full size
+    assert {w for training, w in _widths_seen(tmp_path / "off")} == {32}
+
+
+@pytest.mark.slow
+def test_compiled_progressive_resizing_compiles_one_static_graph_per_size(tmp_path) -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    seen = _widths_seen(tmp_path, compile=True, progressive_size=16, progressive_until=0.5)
+    assert [w for training, w in seen if training] == [16, 16, 24, 24, 32, 32, 32, 32]
+    # Training at 16, 24 and 32 px and evaluation at 32, each once; none of them dynamic.
+    assert counters["stats"]["unique_graphs"] == 4

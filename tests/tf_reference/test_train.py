@@ -282,6 +282,7 @@ def test_pytorch_only_options_are_ignored_with_a_warning() -> None:
     messages = sorted(str(w.message) for w in caught)
     assert [m.split(" ")[0] for m in messages] == [
         "model.budget_minutes",
+        "model.progressive_size",
         "model.tta",
         "trainer.precision=bf16-mixed",
     ]
@@ -290,7 +291,9 @@ def test_pytorch_only_options_are_ignored_with_a_warning() -> None:
 
 
 @pytest.mark.parametrize("path", FIT_CONFIGS, ids=lambda p: p.name)  # sweeps: fit configs + space
-@pytest.mark.filterwarnings("ignore:model.(budget_minutes|tta|ema_decay) is ignored")
+@pytest.mark.filterwarnings(
+    "ignore:model.(budget_minutes|tta|ema_decay|progressive_size) is ignored"
+)
 @pytest.mark.filterwarnings("ignore:trainer.precision=.* is ignored")
 def test_every_config_of_the_repo_is_understood(path: Path) -> None:
     exp = load_experiment(path)  # a key the TensorFlow side does not know would raise
