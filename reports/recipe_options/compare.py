@@ -71,4 +71,5 @@ def main(out: Path, runs: dict[str, Path]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    main(Path(sys.argv[1]), dict(arg.split("=", 1) for arg in sys.argv[2:]))  # type: ignore[misc]
+    pairs = (arg.split("=", 1) for arg in sys.argv[2:])
+    main(Path(sys.argv[1]), {label: Path(run) for label, run in pairs})

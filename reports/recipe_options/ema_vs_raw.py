@@ -3,14 +3,18 @@
     python reports/recipe_options/ema_vs_raw.py RUN_DIR [OUT.json]
 
 A run with `model.ema_decay > 0` saves the average as the checkpoint's `state_dict` and the
-raw weights under `current_model_state` (Lightning's `EMAWeightAveraging`). Both are
-validated here on the run's own validation split, with the run's TTA setting.
+raw weights under `current_model_state` (Lightning's `EMAWeightAveraging`, which averages
+the BatchNorm statistics with the weights). Both are validated here on the run's own
+validation split, with the run's TTA setting, and the average a third time with its
+BatchNorm statistics recomputed for its own weights (`torch.optim.swa_utils.update_bn` over
+`BN_BATCHES` training batches, unaugmented).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from itertools import islice
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -20,18 +24,26 @@ import yaml
 from lightning_densenet.data import ImageDataModule
 from lightning_densenet.module import DenseNetClassifier
 
+BN_BATCHES = 40
+
 
 def main(run: Path, out: Path | None) -> None:
     config = yaml.safe_load((run / "config.yaml").read_text())
     ckpt_path = run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     data = ImageDataModule(**config["data"])
+    data.setup("fit")
     results = {}
-    for name, state in (("ema", ckpt["state_dict"]), ("raw", ckpt["current_model_state"])):
+    ema, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    for name, state in (("ema", ema), ("raw", raw), ("ema_bn_recomputed", ema)):
         module = DenseNetClassifier.load_from_checkpoint(
             ckpt_path, map_location="cpu", compile=False, ema_decay=0.0
         )
         module.load_state_dict(state)
+        if name == "ema_bn_recomputed":
+            batches = islice(data.train_dataloader(), BN_BATCHES)
+            images = [data.on_after_batch_transfer(batch, 0)[0] for batch in batches]
+            torch.optim.swa_utils.update_bn(images, module.model)
         trainer = pl.Trainer(
             accelerator="cpu",
             precision=config["trainer"].get("precision", "32-true"),

@@ -27,6 +27,20 @@ def test_paper_presets_match_table_2(name: str) -> None:
     assert PRESETS[name].depth == int(name.split("_")[-2])  # L in the name is the real depth
 
 
+# The CPU recipes' presets (README, "The model"): L in the name and the parameter count.
+CPU_PRESET_PARAMS = {
+    "densenet_c_13_k48": 625_922,
+    "densenet_c_15_k64": 1_079_818,
+    "densenet_c_21_k64": 2_783_162,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CPU_PRESET_PARAMS))
+def test_cpu_recipe_presets_depth_and_size(name: str) -> None:
+    assert PRESETS[name].depth == int(name.split("_")[-2])
+    assert count_parameters(build_model(name, num_classes=10)) == CPU_PRESET_PARAMS[name]
+
+
 def test_densenet_bc_100_k12_exact_count() -> None:
     assert count_parameters(build_model("densenet_bc_100_k12", 10)) == BC_100_K12_PARAMS
 
