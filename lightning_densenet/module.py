@@ -194,21 +194,15 @@ class DenseNetClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        if self.hparams.progressive_size:
-            size = self.train_image_size(x.shape[-1])
+        hp = self.hparams
+        if hp.progressive_size:  # the width to train at now, out of the data's full width
+            fraction, full = self.training_fraction(self.global_step), x.shape[-1]
+            size = image_size(fraction, hp.progressive_size, full, hp.progressive_until)
             self.log("train/image_size", float(size), on_step=True, on_epoch=False)
-            if size != x.shape[-1]:
-                height = round(x.shape[-2] * size / x.shape[-1])
+            if size != full:
+                height = round(x.shape[-2] * size / full)
                 x = F.interpolate(x, (height, size), mode="bilinear", antialias=True)
         return self._step((x, y), self.train_metrics)
-
-    def train_image_size(self, full: int) -> int:
-        """The width training images have now, out of the data's `full` width."""
-        if not self.hparams.progressive_size:
-            return full
-        fraction = self.training_fraction(self.global_step)
-        hp = self.hparams
-        return image_size(fraction, hp.progressive_size, full, hp.progressive_until)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, self.val_metrics)
