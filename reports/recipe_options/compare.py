@@ -3,8 +3,8 @@
     python reports/recipe_options/compare.py OUT_DIR LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
 Each RUN_DIR is a `fit` run (its `metrics.csv`); OUT_DIR gets `results.json`, `results.md`
-(a markdown table: epochs, last validation accuracy, training images/s at each image size)
-and `val_acc_vs_minutes.png`.
+(a markdown table: epochs begun, the last maybe cut short by the budget; the last validation
+accuracy; training images/s at each image size) and `val_acc_vs_minutes.png`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(out: Path, runs: dict[str, Path]) -> None:
     fig.savefig(out / "val_acc_vs_minutes.png", dpi=120)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
-        "| run | epochs | minutes | last val acc | training images/s by image size |",
+        "| run | epochs begun | minutes | last val acc | training images/s by image size |",
         "|---|---|---|---|---|",
     ]
     for label, r in results.items():
