@@ -5,8 +5,10 @@ The YAML is a fit config (seed_everything / trainer / model / data) plus a `swee
 `<study dir>/trial_NNN.yaml` (the base config with its sampled values) and runs
 `fit --config trial_NNN.yaml <the command line's fit overrides>` in this process through the
 same CLI as `fit`, into `<study dir>/trial_NNN/version_0/`. The study dir is
-`<trainer.default_root_dir>/sweeps/<study>/`; the default storage is the SQLite file
-`<trainer.default_root_dir>/sweeps/<study>.db`, so the same command resumes a killed study.
+`<trainer.default_root_dir>/sweeps/<study>/`; the default storage is the journal file
+`<trainer.default_root_dir>/sweeps/<study>.journal` (`sweep_storage`), so the same command
+resumes a killed study, and several processes can share it: `--workers K` starts K
+(`sweep_workers`).
 """
 
 from __future__ import annotations
@@ -16,21 +18,20 @@ import copy
 import logging
 import time
 import warnings
-from pathlib import Path
 
 import optuna
 import pytorch_lightning as pl
-import sqlalchemy.exc
 import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 from pytorch_lightning.callbacks import Callback
 
-from lightning_densenet import sweep_report
+from lightning_densenet import sweep_report, sweep_workers
 from lightning_densenet.cli import run_cli
 from lightning_densenet.errors import UserError, command
 from lightning_densenet.sweep_config import SAMPLERS, Sweep, build, read_sweep
 from lightning_densenet.sweep_space import apply, sample
+from lightning_densenet.sweep_storage import fail_orphaned_trials, open_storage, record_worker
 
 
 class TrialRejected(Exception):
@@ -80,7 +81,8 @@ class OptunaPruning(Callback):
 
 @command
 def main(argv: list[str]) -> int:
-    """`sweep --config SPACE.yaml [--n-trials N] [--storage URL] [--study-name NAME] [fit opts]`."""
+    """`sweep --config SPACE.yaml [--n-trials N] [--storage URL] [--study-name NAME]
+    [--workers K] [fit opts]`."""
     parser = argparse.ArgumentParser(
         prog="python -m lightning_densenet sweep",
         description="Search hyperparameters with Optuna; each trial is a real `fit`. Other "
@@ -95,54 +97,73 @@ def main(argv: list[str]) -> int:
         type=int,
         metavar="N",
         help="trials to reach in total, counting those already in the study (complete, "
-        "pruned or rejected), so rerunning a killed study redoes no finished trial "
-        "(default: sweep.n_trials)",
+        "pruned or rejected), so rerunning a killed study redoes no finished trial; "
+        "each process sharing the study stops once it is reached, so it may end up to one "
+        "trial past N per process (default: sweep.n_trials)",
     )
     parser.add_argument(
         "--storage",
         metavar="URL",
-        help="Optuna storage URL, e.g. postgresql://host/db to share one study between "
-        "machines (default: sqlite:///<trainer.default_root_dir>/sweeps/<study>.db)",
+        help="where the study lives: a journal file, for processes on this machine (default: "
+        "<trainer.default_root_dir>/sweeps/<study>.journal), sqlite:///FILE (one process; the "
+        "default of earlier versions), or a database URL such as "
+        "postgresql+psycopg://USER@HOST/DB for workers on several machines (pip install -e "
+        "'.[postgres]')",
     )
     parser.add_argument("--study-name", metavar="NAME", help="default: the config file's name")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="K",
+        help="start K worker processes on this machine, each this command without --workers, "
+        "on the one study (one per GPU via CUDA_VISIBLE_DEVICES where there are GPUs); wait "
+        "for all, then write the results. Each stops once the study holds --n-trials "
+        "finished trials, so the study may end with up to K - 1 more",
+    )
+    parser.add_argument(
+        "--worker-index",
+        type=int,
+        default=0,
+        metavar="I",
+        help="this worker's number among those sharing the study, added to the sampler's seed "
+        "so that workers started together draw different trials (set by --workers; give "
+        "workers started by hand on several machines 0, 1, 2, ...)",
+    )
     args, overrides = parser.parse_known_args(argv)
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers} must be 1 or more.")
+    if args.worker_index < 0:
+        raise UserError(f"--worker-index {args.worker_index} must be 0 or more.")
     try:
         sweep = read_sweep(args.config, overrides, args.n_trials, args.storage, args.study_name)
-        run(sweep)
+        if args.workers is not None:
+            return run_workers(sweep, sweep_workers.without_workers(argv), args.workers)
+        run(sweep, worker=args.worker_index)
     except FitExit as err:
         return err.code
     return 0
 
 
-def run(sweep: Sweep) -> optuna.Study:
-    """Runs trials until the study holds `n_trials` finished ones; writes the results."""
+def run(sweep: Sweep, worker: int = 0) -> optuna.Study:
+    """Runs trials until the study holds `n_trials` finished ones; writes the results.
+
+    `worker` (`--worker-index`) offsets the sampler's seed: workers that start together on
+    one study would otherwise draw the same trials."""
     # Trials pass their own args while sys.argv still holds the sweep command: intended here.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     logger = logging.getLogger("optuna.study._optimize")
     if _no_traceback not in logger.filters:
         logger.addFilter(_no_traceback)
-    storage = _storage(sweep)
-    sweep.study_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        study = optuna.create_study(
-            study_name=sweep.study_name,
-            storage=storage,
-            pruner=sweep.pruner,
-            direction=sweep.direction,
-            load_if_exists=True,
-        )
-    except ValueError as err:  # an existing study of the other direction
-        raise UserError(f"Study {sweep.study_name} in {sweep.storage}: {err}") from None
+    study, storage = _open_study(sweep)
     # Seeded by the trials already there: a resumed study must not replay the first draws.
-    seed = sweep.seed + len(study.get_trials(deepcopy=False))
+    seed = sweep.seed + len(study.get_trials(deepcopy=False)) + 1_000_003 * worker
     study.sampler = build(sweep.sampler, SAMPLERS, "sampler", seed=seed)
-    print(
-        f"Study {sweep.study_name} ({sweep.storage}): {_finished(study)} of {sweep.n_trials} "
-        f"trials done; results in {sweep.study_dir}"
-    )
     failures = 0
     ended: list[FrozenTrial] = []  # this process's trials, as Optuna hands them back
-    while _finished(study) < sweep.n_trials:
+    while True:
+        fail_orphaned_trials(study, storage)  # a journal's trials whose process died
+        if _finished(study) >= sweep.n_trials:
+            break
         study.optimize(
             lambda trial: _objective(trial, sweep),
             n_trials=1,
@@ -154,14 +175,49 @@ def run(sweep: Sweep) -> optuna.Study:
         failures = failures + 1 if error else 0
         if failures >= sweep.max_failures:
             raise UserError(f"{failures} trials in a row failed, the last with: {error}")
-    sweep_report.write(study, sweep.study_dir, sweep.metric)
-    if any(t.state == TrialState.COMPLETE for t in study.trials):
-        best = study.best_trial
-        print(f"Best: trial {best.number}, {sweep.metric}={best.value:.4f}, {best.params}")
+    _report(study, sweep)
     return study
 
 
+def run_workers(sweep: Sweep, argv: list[str], workers: int) -> int:
+    """`--workers K`: the study opened (and created) once here, then K processes of
+    `sweep <argv> --worker-index i`; the results written once all have ended."""
+    study, storage = _open_study(sweep)
+    codes = sweep_workers.start_and_wait(argv, workers)
+    fail_orphaned_trials(study, storage)  # a killed worker's trial: failed and queued again
+    _report(study, sweep)
+    return next((code for code in codes if code != 0), 0)
+
+
+def _open_study(sweep: Sweep) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    storage = open_storage(sweep.storage, sweep.heartbeat_seconds)
+    sweep.study_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        study = optuna.create_study(
+            study_name=sweep.study_name,
+            storage=storage,
+            pruner=sweep.pruner,
+            direction=sweep.direction,
+            load_if_exists=True,
+        )
+    except ValueError as err:  # an existing study of the other direction
+        raise UserError(f"Study {sweep.study_name} in {sweep.storage}: {err}") from None
+    print(
+        f"Study {sweep.study_name} ({sweep.storage}): {_finished(study)} of {sweep.n_trials} "
+        f"trials done; results in {sweep.study_dir}"
+    )
+    return study, storage
+
+
+def _report(study: optuna.Study, sweep: Sweep) -> None:
+    sweep_report.write(study, sweep.study_dir, sweep.metric)
+    if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        best = study.best_trial
+        print(f"Best: trial {best.number}, {sweep.metric}={best.value:.4f}, {best.params}")
+
+
 def _objective(trial: optuna.Trial, sweep: Sweep) -> float:
+    record_worker(trial)
     config = copy.deepcopy(sweep.base)
     if "epochs" in sweep.budget:
         apply(config, "trainer.max_epochs", int(sweep.budget["epochs"]))
@@ -196,36 +252,12 @@ def _objective(trial: optuna.Trial, sweep: Sweep) -> float:
 
 def _finished(study: optuna.Study) -> int:
     """Trials that count towards n_trials: complete, pruned, or rejected with a reason.
-    A trial killed with its process is failed by the heartbeat and re-queued instead."""
+    A trial killed with its process is failed and re-queued instead (`sweep_storage`)."""
     return sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         or (t.state == TrialState.FAIL and "error" in t.user_attrs)
         for t in study.get_trials(deepcopy=False)
     )
-
-
-def _storage(sweep: Sweep) -> optuna.storages.RDBStorage:
-    sqlite = sweep.storage.startswith("sqlite:///")
-    if sqlite and sweep.storage != "sqlite:///:memory:":  # SQLite creates the file, not its folder
-        Path(sweep.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                sweep.storage,
-                # Several processes on one SQLite file wait for its lock instead of failing.
-                engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
-                heartbeat_interval=sweep.heartbeat_seconds,
-                grace_period=2 * sweep.heartbeat_seconds,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=2
-                ),
-            )
-        except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as err:
-            raise UserError(
-                f"--storage {sweep.storage} cannot be opened ({type(err).__name__}: "
-                f"{str(err).splitlines()[0]}): use sqlite:///FILE or a database URL."
-            ) from None
 
 
 def _no_traceback(record: logging.LogRecord) -> bool:

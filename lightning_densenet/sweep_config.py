@@ -8,7 +8,8 @@
       sampler: tpe            # random, or {tpe: {n_startup_trials: 5, multivariate: true}}
       pruner: {median: {n_warmup_steps: 1}}  # percentile, hyperband, successive_halving,
                                              # threshold, none
-      heartbeat_seconds: 60   # a trial silent for twice this is failed and re-queued
+      heartbeat_seconds: 60   # database storages: a trial silent for twice this is failed
+                              # and re-queued (a journal file checks its worker's process)
       max_failures: 3         # rejected trials in a row that stop the study
       space: {...}            # sweep_space
 
@@ -69,7 +70,7 @@ class Sweep:
     max_failures: int
     study_name: str
     study_dir: Path
-    storage: str
+    storage: str  # a journal file's path or a database URL (sweep_storage)
 
 
 def read_sweep(
@@ -118,7 +119,6 @@ def read_sweep(
         or (base.get("trainer") or {}).get("default_root_dir")
         or "runs"
     )
-    db = (root / "sweeps" / f"{name}.db").resolve()
     return Sweep(
         base=base,
         params=params,
@@ -134,8 +134,16 @@ def read_sweep(
         max_failures=_positive_int(block, "max_failures", 3),
         study_name=name,
         study_dir=root / "sweeps" / name,
-        storage=storage or f"sqlite:///{db}",
+        storage=storage or _default_storage((root / "sweeps").resolve(), name),
     )
+
+
+def _default_storage(folder: Path, name: str) -> str:
+    """`<folder>/<name>.journal`; a study begun when the default was SQLite stays there."""
+    journal, db = folder / f"{name}.journal", folder / f"{name}.db"
+    if db.is_file() and not journal.exists():
+        return f"sqlite:///{db}"
+    return str(journal)
 
 
 def build(spec: Any, table: dict[str, type], what: str, **defaults: Any) -> Any:

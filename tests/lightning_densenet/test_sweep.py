@@ -20,6 +20,7 @@ from lightning_densenet import build_model
 from lightning_densenet.cli import main
 from lightning_densenet.sweep_config import read_sweep
 from lightning_densenet.sweep_space import apply, sample
+from lightning_densenet.sweep_storage import open_storage
 from tests.fake_data import write_cifar
 from tests.helpers import DEBUG_CONFIG, REPO, cli_args, error_line, metrics
 
@@ -45,9 +46,10 @@ def _config(tmp_path: Path, **sweep: object) -> Path:
     return path
 
 
-def _study(tmp_path: Path, name: str) -> optuna.Study:
-    url = f"sqlite:///{tmp_path / 'runs/sweeps' / name}.db"
-    return optuna.load_study(study_name=name, storage=url)
+def _study(tmp_path: Path, name: str, storage: str | None = None) -> optuna.Study:
+    """The study in `storage`, by default its journal file (sweep's default storage)."""
+    storage = storage or str(tmp_path / "runs/sweeps" / f"{name}.journal")
+    return optuna.load_study(study_name=name, storage=open_storage(storage, 60))
 
 
 def _table(tmp_path: Path, name: str) -> list[dict[str, str]]:
@@ -112,40 +114,46 @@ def test_debug_study_runs_real_fits_and_reports_them(tmp_path, cifar) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_study_resumes_without_losing_finished_trials(tmp_path, cifar) -> None:
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_killed_study_resumes_without_losing_finished_trials(tmp_path, cifar, storage) -> None:
+    """SIGKILL mid-trial, then the same command. The default journal file fails the killed
+    trial because its process is gone; SQLite (as any database) once its heartbeat is stale."""
     # Three epochs a trial (the command line outranks the budget) leave time to kill one.
     config = _config(tmp_path, n_trials=3, heartbeat_seconds=1)
     args = [*_args(config, cifar, tmp_path), "--trainer.max_epochs", "3"]
+    file = tmp_path / f"runs/sweeps/study.{'db' if storage == 'sqlite' else 'journal'}"
+    if storage == "sqlite":
+        args += ["--storage", f"sqlite:///{file}"]
+    location = f"sqlite:///{file}" if storage == "sqlite" else str(file)
     log = (tmp_path / "first.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "lightning_densenet", *args], cwd=tmp_path, stdout=log, stderr=log
     )
-    db = tmp_path / "runs/sweeps/study.db"
-    url = f"sqlite:///{db}"
     deadline = time.monotonic() + 120
     try:
         while True:  # until one trial has finished and the next one runs
             assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial finished in 120 s"
             states = []
-            if db.is_file():  # load_study would create the file itself
+            if file.is_file():  # opening the storage would create the file itself
                 with contextlib.suppress(KeyError):  # the file is there, the study not yet
-                    study = optuna.load_study(study_name="study", storage=url)
-                    states = [t.state for t in study.trials]
+                    states = [t.state for t in _study(tmp_path, "study", location).trials]
             if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
                 break
             time.sleep(0.1)
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    before = optuna.load_study(study_name="study", storage=url).trials
+    before = _study(tmp_path, "study", location).trials
     done = {t.number: (t.params, t.value) for t in before if t.state == TrialState.COMPLETE}
     killed = before[-1]
     assert killed.state == TrialState.RUNNING and done
 
-    time.sleep(2.5)  # past the heartbeat's grace period (2 x 1 s): the killed trial is stale
+    if storage == "sqlite":
+        time.sleep(2.5)  # past the heartbeat's grace period (2 x 1 s): the trial is stale
     assert main(args) == 0
-    after = _study(tmp_path, "study").trials
+    assert file.is_file() and len(list(file.parent.glob("study.*"))) == 1  # no second storage
+    after = _study(tmp_path, "study", location).trials
     for number, (params, value) in done.items():
         assert after[number].params == params and after[number].value == value
     assert after[killed.number].state == TrialState.FAIL
@@ -159,6 +167,36 @@ def test_a_killed_study_resumes_without_losing_finished_trials(tmp_path, cifar) 
         and rows[killed.number]["note"] == "interrupted before it finished"
     )
     assert f"repeats trial {killed.number}" in rows[retry[0].number]["note"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_default_journal_and_an_old_sqlite_study_opens(
+    tmp_path, cifar, capsys
+) -> None:
+    # --workers 2: two processes on the default journal file finish the study together.
+    args = _args(SWEEP_DEBUG, cifar, tmp_path)
+    assert main([*args, "--n-trials", "4", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    trials = _study(tmp_path, "sweep_debug").trials
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 4 <= len(finished) == len(trials) <= 4 + 1  # each worker at most one past the total
+    workers = {t.user_attrs["worker"]["pid"] for t in trials}
+    assert len(workers) == 2 and os.getpid() not in workers  # both processes ran trials
+    assert len({str(t.params) for t in trials}) == len(trials)  # no two drew the same trial
+    assert len(_table(tmp_path, "sweep_debug")) == len(trials)  # the parent's report: all
+    assert "Best: trial" in out and out.count("Worker ") == 2
+
+    # A study in a SQLite file of an earlier version: its URL opens it, and so does the
+    # default command when the .db is there and no journal (the command that began it).
+    old = tmp_path / "old"
+    url = f"sqlite:///{old / 'runs/sweeps/sweep_debug.db'}"
+    old_args = _args(SWEEP_DEBUG, cifar, old)
+    assert main([*old_args, "--storage", url, "--n-trials", "1"]) == 0
+    assert main([*old_args, "--n-trials", "2"]) == 0
+    assert f"(sqlite:///{old / 'runs/sweeps/sweep_debug.db'}): 1 of 2" in capsys.readouterr().out
+    assert not list((old / "runs/sweeps").glob("*.journal"))
+    trials = _study(old, "sweep_debug", url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
 
 
 def test_a_pruned_trial_is_recorded_as_pruned(tmp_path, cifar) -> None:
@@ -227,6 +265,8 @@ def test_other_bad_input_is_one_error_line(tmp_path, cifar, capsys) -> None:
     assert "model.arch.growth_rate" in line
     line = _error_line(capsys, *args, "--storage", "nosuchdb://x")
     assert "--storage nosuchdb://x cannot be opened" in line
+    line = _error_line(capsys, *args, "--workers", "0")
+    assert "--workers 0 must be 1 or more" in line
     line = _error_line(capsys, "sweep", "--config", str(tmp_path / "none.yaml"))
     assert "does not exist" in line
     line = _error_line(capsys, "sweep", "--config", str(DEBUG_CONFIG))
