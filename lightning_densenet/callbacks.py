@@ -5,6 +5,7 @@ predictions file."""
 from __future__ import annotations
 
 import csv
+import itertools
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -84,19 +85,56 @@ class RunCheckpoint(ModelCheckpoint):
 class StopOnNonFiniteLoss(Callback):
     """Stops training with one sentence when the loss, or a weight, is NaN or infinite.
 
-    The loss is checked before the backward pass, so the weights never take a step from a
-    non-finite loss; the weights are checked after each step, before any checkpoint of that
-    step (Lightning runs checkpoint callbacks last), since a finite loss can still step the
-    weights past float32's range. So `last.ckpt` stays the last good state.
+    On the CPU every step is checked as it runs: the loss before the backward pass, so the
+    weights never take a step from a non-finite loss, and the weights after each step, since
+    a finite loss can still step them past float32's range. On a GPU that would make the host
+    wait for the device every step; there the checks run on the device, which keeps the first
+    bad step, and the host reads it every `check_every_n_steps` steps and whenever a
+    checkpoint is about to be written (`on_save_checkpoint` runs before the file is), before
+    validation and when training ends. Either way no checkpoint holds a broken step, so
+    `last.ckpt` stays the last good state. With DDP every process stops at the same check.
+
+    Args:
+        check_every_n_steps: steps between the host's reads of the device's flags; None: 1
+            on the CPU (each step at once, as a read there costs nothing), else 100.
     """
+
+    def __init__(self, check_every_n_steps: int | None = None) -> None:
+        if check_every_n_steps is not None and check_every_n_steps < 1:
+            raise UserError(f"check_every_n_steps={check_every_n_steps} must be 1 or more.")
+        self.check_every_n_steps = check_every_n_steps
+        self._every = 1
+        # Deferred checks: the first bad [loss step, weights step] (-1: none yet) and that
+        # loss, on the device; (epoch, batch) of each step since the last read, on the host.
+        self._first: torch.Tensor | None = None
+        self._loss = torch.zeros(())
+        self._where: dict[int, tuple[int, int]] = {}
+        self._batches = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        device = trainer.strategy.root_device
+        every = self.check_every_n_steps
+        self._every = every if every is not None else (1 if device.type == "cpu" else 100)
+        self._first, self._where, self._batches = None, {}, 0
+        if self._every > 1:
+            self._first = torch.full((2,), -1, dtype=torch.long, device=device)
+            self._loss = torch.zeros((), device=device)
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if not self._all_finite(trainer, finite):
-            value = loss.item() if not finite else "non-finite on another process"
-            self._stop(trainer, f"The training loss became {value} at global step")
+        step = trainer.global_step
+        if self._first is None:
+            finite = bool(torch.isfinite(loss.detach()).all())
+            if not self._all_finite(trainer, finite):
+                value = loss.item() if not finite else "non-finite on another process"
+                self._stop(trainer, f"The training loss became {value} at global step", step)
+            return
+        self._where[step] = (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx)
+        bad = ~torch.isfinite(loss.detach()).all()
+        first = bad & (self._first[0] < 0)
+        self._loss = torch.where(first, loss.detach().float(), self._loss)
+        self._first[0] = torch.where(first, step, self._first[0])  # no host sync
 
     def on_train_batch_end(
         self,
@@ -107,26 +145,64 @@ class StopOnNonFiniteLoss(Callback):
         batch_idx: int,
     ) -> None:
         params = [p.detach() for p in pl_module.parameters()]
-        # The largest |weight| of each tensor: one fused reduction, one host sync.
-        finite = bool(torch.stack(torch._foreach_norm(params, float("inf"))).isfinite().all())
-        if not self._all_finite(trainer, finite):
-            self._stop(trainer, "The weights became NaN or infinite in the update of global step")
+        # The largest |weight| of each tensor: one fused reduction.
+        bad = ~torch.stack(torch._foreach_norm(params, float("inf"))).isfinite().all()
+        step = trainer.global_step - 1  # the update that just ran
+        if self._first is None:
+            if not self._all_finite(trainer, not bool(bad)):
+                self._stop(trainer, self._WEIGHTS, step)
+            return
+        self._first[1] = torch.where(bad & (self._first[1] < 0), step, self._first[1])
+        self._batches += 1
+        if self._batches % self._every == 0:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._check(trainer)  # raising here stops the save: the file is written after this
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer)
+
+    _WEIGHTS = "The weights became NaN or infinite in the update of global step"
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        """The deferred checks' one host read; every process stops if any found a bad step."""
+        if self._first is None or trainer.state.fn != TrainerFn.FITTING:
+            return
+        loss_step, weights_step = self._first.tolist()
+        found = loss_step >= 0 or weights_step >= 0
+        if not found:
+            self._where.clear()  # (epoch, batch) are kept for the steps since the last read
+        if self._all_finite(trainer, not found):
+            return
+        if not found:
+            self._stop(trainer, "Another process found a NaN or infinite loss or weight by step")
+        if loss_step >= 0 and (weights_step < 0 or loss_step <= weights_step):
+            what = f"The training loss became {self._loss.item()} at global step"
+            self._stop(trainer, what, loss_step)
+        self._stop(trainer, self._WEIGHTS, weights_step)
 
     @staticmethod
     def _all_finite(trainer: pl.Trainer, finite: bool) -> bool:
         # Every process stops together, or the others would wait for it forever.
         return trainer.strategy.reduce_boolean_decision(finite, all=True)
 
-    @staticmethod
-    def _stop(trainer: pl.Trainer, what: str) -> NoReturn:
+    def _stop(self, trainer: pl.Trainer, what: str, step: int | None = None) -> NoReturn:
         ckpt = trainer.checkpoint_callback
         last = getattr(ckpt, "last_model_path", "") if ckpt is not None else ""
         kept = f"{last} keeps the last good state" if last else "no checkpoint had been written"
-        step = trainer.global_step if "loss" in what else trainer.global_step - 1
+        step = trainer.global_step if step is None else step
+        here = (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx)
+        epoch, batch = self._where.get(step, here)
         raise UserError(
-            f"{what} {step} (epoch {trainer.current_epoch}, batch "
-            f"{trainer.fit_loop.epoch_loop.batch_idx}), so training stopped and {kept}: lower "
-            "--model.lr or check the data, then start again."
+            f"{what} {step} (epoch {epoch}, batch {batch}), so training stopped and {kept}: "
+            "lower --model.lr or check the data, then start again."
         )
 
 
@@ -177,7 +253,11 @@ class TrainThroughput(ThroughputMonitor):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes `predictions.csv` (index, label, class, confidence) into the run directory."""
+    """Writes `predictions.csv` (index, label, class, confidence) into the run directory.
+
+    With DDP each process predicts its share of the images (the data module shards them);
+    the shares are gathered with their indices and rank 0 writes one file in image order.
+    """
 
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
@@ -189,17 +269,37 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Any,
         batch_indices: Any,
     ) -> None:
+        path = Path(trainer.log_dir or ".") / "predictions.csv"  # log_dir: a collective
+        loader = trainer.predict_dataloaders
+        # The index of each image this process predicted: the loader's sampler yields one
+        # index tensor per batch (batches.BatchIndexSampler), in the order predicted.
+        batches = list(itertools.islice(iter(loader.sampler), len(predictions)))
+        share = {
+            "index": torch.cat(batches).tolist(),
+            "label": torch.cat([p["label"] for p in predictions]).tolist(),
+            "confidence": torch.cat([p["confidence"] for p in predictions]).tolist(),
+        }
+        if len(share["index"]) != len(share["label"]):
+            raise RuntimeError("the predict loader's sampler must yield one index per image")
+        shares = [share]
+        if trainer.world_size > 1:
+            shares = [{}] * trainer.world_size
+            torch.distributed.all_gather_object(shares, share)
         if not trainer.is_global_zero:
-            return  # with DDP every process predicted every image; one writes them
+            return
+        rows = sorted(
+            (i, label, conf)
+            for s in shares
+            for i, label, conf in zip(s["index"], s["label"], s["confidence"], strict=True)
+        )
+        if [i for i, _, _ in rows] != list(range(len(rows))):
+            raise RuntimeError("the processes' predictions do not cover each image once")
         classes = getattr(trainer.datamodule, "classes", None)
-        labels = torch.cat([p["label"] for p in predictions]).tolist()
-        confidence = torch.cat([p["confidence"] for p in predictions]).tolist()
-        path = Path(trainer.log_dir or ".") / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", "label", "class", "confidence"])
-            for i, (label, conf) in enumerate(zip(labels, confidence, strict=True)):
+            for i, label, conf in rows:
                 name = classes[label] if classes else ""
                 writer.writerow([i, label, name, f"{conf:.6f}"])
-        print(f"Wrote {len(labels)} predictions to {path}")
+        print(f"Wrote {len(rows)} predictions to {path}")

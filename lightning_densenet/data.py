@@ -234,8 +234,9 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self._test_set(), self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        # Not sharded: with DDP each process predicts everything and rank 0 writes the file.
-        return self._loader(self._test_set(), self.eval_batch_size, shuffle=False, shard=False)
+        # Sharded as the test split: with DDP each process predicts its share, and
+        # `callbacks.PredictionWriter` gathers the shares by index into one file.
+        return self._loader(self._test_set(), self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches and normalise all of them, on the batch's device."""

@@ -7,6 +7,7 @@ callback, writes what each process trained, validated and tested on, by image co
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ class Recorder(pl.Callback):
     """Writes rank<N>.json: the images each stage's batches held on this process."""
 
     def __init__(self):
-        self.seen = {"train": {}, "val": {}, "test": {}}
+        self.seen = {"train": {}, "val": {}, "test": {}, "predict": {}}
 
     def _add(self, stage, trainer, batch):
         epoch = str(trainer.current_epoch)
@@ -49,6 +50,9 @@ class Recorder(pl.Callback):
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         self._add("test", trainer, batch)
 
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._add("predict", trainer, batch)
+
     def _dump(self, trainer):
         dm = trainer.datamodule
         splits = {"train": dm.train_set, "val": dm.val_set, "test": dm.test_set}
@@ -62,6 +66,9 @@ class Recorder(pl.Callback):
         self._dump(trainer)
 
     def on_test_end(self, trainer, pl_module):
+        self._dump(trainer)
+
+    def on_predict_end(self, trainer, pl_module):
         self._dump(trainer)
 '''
 
@@ -198,6 +205,36 @@ def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setu
     for key, value in one_state.items():
         if value.is_floating_point():
             torch.testing.assert_close(ddp_state[key], value, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_ddp_predict_shares_the_images_and_writes_one_file_in_their_order(tmp_path, setup) -> None:
+    """`predict` on 2 processes: each predicts its share of the 23 test images, and one
+    predictions.csv holds every image once, in order, as one process writes it. (No
+    checkpoint: seed_everything gives both runs the same initial weights.)"""
+    cifar, env = setup
+    limits = ["--trainer.limit_predict_batches", "null"]
+    result = _cli(tmp_path, env, *_args("predict", cifar, tmp_path / "ddp", *limits), *DDP)
+    ranks = _records(tmp_path / "rec", "predict")
+    a, b = (r["seen"]["predict"]["0"] for r in ranks)
+    assert len(a) == 12 and len(b) == 11 and not set(a) & set(b)  # 23 = 12 + 11, no padding
+    assert sorted(a + b) == sorted(ranks[0]["full"]["test"])
+    assert result.stdout.count("Wrote 23 predictions") == 1  # rank 0 alone writes
+
+    _cli(tmp_path, env, *_args("predict", cifar, tmp_path / "one", *limits))
+    ddp, one = (
+        _rows(root / "debug-predict/version_0/predictions.csv")
+        for root in (tmp_path / "ddp", tmp_path / "one")
+    )
+    assert [r["index"] for r in ddp] == [str(i) for i in range(N_TEST)]
+    for d, o in zip(ddp, one, strict=True):  # the same image behind each index
+        assert (d["index"], d["label"], d["class"]) == (o["index"], o["label"], o["class"])
+        assert float(d["confidence"]) == pytest.approx(float(o["confidence"]), abs=2e-6)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
 
 
 # --- The shards themselves, without processes ------------------------------------------------
