@@ -16,6 +16,10 @@ from typing import Any, Literal
 
 from lightning_densenet.errors import UserError
 
+# 2x2 patches of 3 channels have 12 principal directions; the whitening stem keeps each with
+# both signs, so that the ReLU after it loses nothing.
+WHITENING_CHANNELS = 2 * 3 * 2 * 2
+
 
 @dataclass(frozen=True)
 class DenseNetConfig:
@@ -28,7 +32,10 @@ class DenseNetConfig:
     compression: float = 0.5  # theta: a transition keeps floor(theta*m) of its m channels
     drop_rate: float = 0.0  # dropout after each conv but the stem (the paper: 0.2 w/o augmentation)
     batch_norm: bool = True  # False drops every BN layer; convs then carry a bias
-    stem: Literal["cifar", "imagenet"] = "cifar"  # 3x3 conv, or 7x7/2 conv + BN-ReLU + maxpool/2
+    # cifar: a 3x3 conv. imagenet: 7x7/2 conv + BN-ReLU + maxpool/2. whitening: a 2x2 conv
+    # (no padding: 32 -> 31 px) frozen at the PCA whitening of the training images' 2x2
+    # patches, each direction with both signs (airbench's first layer), so 24 channels at most.
+    stem: Literal["cifar", "imagenet", "whitening"] = "cifar"
     num_init_features: int | None = None  # stem width; None: 2k for DenseNet-BC, else 16
 
     def __post_init__(self) -> None:
@@ -41,6 +48,8 @@ class DenseNetConfig:
         """Channels out of the stem."""
         if self.num_init_features is not None:
             return self.num_init_features
+        if self.stem == "whitening":
+            return WHITENING_CHANNELS
         if self.stem == "imagenet":
             return 2 * self.growth_rate
         return 2 * self.growth_rate if self.bottleneck and self.compression < 1 else 16
@@ -74,10 +83,19 @@ class DenseNetConfig:
             raise bad("compression", self.compression, "theta must lie in (0, 1]")
         if not 0 <= self.drop_rate < 1:
             raise bad("drop_rate", self.drop_rate, "use a probability in [0, 1)")
-        if self.stem not in ("cifar", "imagenet"):
-            raise bad("stem", self.stem, "use 'cifar' or 'imagenet'")
+        if self.stem not in ("cifar", "imagenet", "whitening"):
+            raise bad("stem", self.stem, "use 'cifar', 'imagenet' or 'whitening'")
         if self.num_init_features is not None and self.num_init_features < 1:
             raise bad("num_init_features", self.num_init_features, "use a positive integer")
+        if self.stem == "whitening" and not (
+            self.init_features % 2 == 0 and self.init_features <= WHITENING_CHANNELS
+        ):
+            raise bad(
+                "num_init_features",
+                self.num_init_features,
+                f"the whitening stem takes an even width of at most {WHITENING_CHANNELS} "
+                "(2 signs x 12 directions of a 2x2x3 patch)",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -14,7 +14,10 @@ from torch import Tensor
 
 
 def random_crop_flip(
-    images: Tensor, padding: int = 4, generator: torch.Generator | None = None
+    images: Tensor,
+    padding: int = 4,
+    generator: torch.Generator | None = None,
+    flip: Tensor | None = None,
 ) -> Tensor:
     """Zero-pad, crop back to the original size at a random offset, flip half the images.
 
@@ -22,6 +25,8 @@ def random_crop_flip(
         images: (N, C, H, W), any dtype (uint8 for the cheapest gather).
         padding: pixels of zeros on each side; offsets are uniform in [0, 2 * padding].
         generator: on `images.device`; draws the N offsets and N flips.
+        flip: (N,) bool, which images to mirror, instead of a random half (the flips are
+            still drawn, so the offsets do not depend on it).
 
     Returns:
         (N, C, H, W), same dtype and device: one gather, no loop over images.
@@ -31,7 +36,8 @@ def random_crop_flip(
     padded = F.pad(images, (padding, padding, padding, padding)).view(n, c, -1)
     device = images.device
     oy, ox = torch.randint(0, 2 * padding + 1, (2, n, 1, 1), generator=generator, device=device)
-    flip = torch.randint(0, 2, (n, 1, 1), generator=generator, device=device, dtype=torch.bool)
+    drawn = torch.randint(0, 2, (n, 1, 1), generator=generator, device=device, dtype=torch.bool)
+    flip = drawn if flip is None else flip.to(device, torch.bool).view(n, 1, 1)
     j = torch.arange(w, device=device)
     cols = ox + torch.where(flip, w - 1 - j, j)  # (N, 1, W)
     rows = (oy + torch.arange(h, device=device).view(1, h, 1)) * width  # (N, H, 1)

@@ -22,10 +22,14 @@ class InMemoryImages(Dataset):
     """uint8 images and int64 labels, indexed a whole batch at a time.
 
     `dataset[index]` takes a 1-D index tensor (or a slice) and returns
-    `(images[index], labels[index])`: one gather per batch, not one call per image.
+    `(images[index], labels[index])`: one gather per batch, not one call per image; with
+    `with_index`, `(images[index], labels[index], index)`, for augmentation that follows
+    each image from epoch to epoch (alternating flips).
     """
 
-    def __init__(self, data: ArrayDataset, indices: np.ndarray | None = None) -> None:
+    def __init__(
+        self, data: ArrayDataset, indices: np.ndarray | None = None, with_index: bool = False
+    ) -> None:
         images, labels = data.images, data.labels
         if indices is not None:
             images, labels = images[indices], labels[indices]
@@ -33,15 +37,18 @@ class InMemoryImages(Dataset):
             torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         )
         self.labels = torch.from_numpy(np.ascontiguousarray(labels))
+        self.with_index = with_index
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: Tensor | slice) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: Tensor | slice) -> tuple[Tensor, ...]:
+        if self.with_index:
+            return self.images[index], self.labels[index], torch.as_tensor(index)
         return self.images[index], self.labels[index]
 
 
-def as_is(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def as_is(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return batch  # the default would turn the (images, labels) tuple into a list
 
 

@@ -34,7 +34,7 @@ from lightning_densenet.batches import (
 )
 from lightning_densenet.datasets import ArrayDataset, CifarName
 from lightning_densenet.errors import UserError
-from lightning_densenet.options import DatasetName, NonNegativeInt, PositiveInt, check
+from lightning_densenet.options import DatasetName, Flip, NonNegativeInt, PositiveInt, check
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
@@ -94,6 +94,12 @@ class ImageDataModule(pl.LightningDataModule):
             validation split ever sees, for `test` to report on. Ignored when the data has
             its own test split (CIFAR).
         augment: the paper's pad-4 random crop and horizontal flip, on training batches.
+        crop_padding: pixels of zero padding for the random crop (the paper: 4); a short
+            training budget learns more from milder shifts (airbench: 2). 0: flips only.
+        flip: `random` mirrors a random half of each batch; `alternate` mirrors a random
+            half of the images in the first epoch and, from then on, each image in every
+            other epoch: over two epochs every image is seen both ways, where random flips
+            show a quarter of them one way only (airbench's derandomised flips).
         seed: for the validation split, the shuffling and the augmentation.
         num_workers: DataLoader workers; 0 is fastest, as a batch is one in-memory gather.
         cache_dir: where decoded image folders are cached (default
@@ -116,6 +122,8 @@ class ImageDataModule(pl.LightningDataModule):
         max_train_images: int | None = None,
         holdout_size: int = 0,
         augment: bool = True,
+        crop_padding: int = 4,
+        flip: Flip = "random",
         seed: int = 0,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -133,6 +141,7 @@ class ImageDataModule(pl.LightningDataModule):
         for name, value in (
             ("val_size", val_size),
             ("holdout_size", holdout_size),
+            ("crop_padding", crop_padding),
             ("num_workers", num_workers),
             ("seed", seed),
         ):
@@ -147,6 +156,7 @@ class ImageDataModule(pl.LightningDataModule):
             num_workers,
             cache_dir,
         )
+        self.crop_padding, self.flip = crop_padding, flip
 
         self.classes: tuple[str, ...] = ()
         if dataset == "imagefolder":
@@ -175,6 +185,7 @@ class ImageDataModule(pl.LightningDataModule):
         self._train_loader: ResumableLoader | None = None
         self._resume_position: dict[str, Any] | None = None  # from a checkpoint
         self._norm: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self._flip_first = torch.zeros(0, dtype=torch.bool)
 
     # Lightning hooks, in the order Lightning calls them.
 
@@ -193,6 +204,7 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load the splits in memory. Every stage needs the training split's statistics."""
         if self.train_set is None:
+            flip_each_image = self.augment and self.flip == "alternate"
             data = self._load("train")
             pool = np.arange(len(data))
             if self.holdout_size and not self._has_own_test_split():
@@ -205,11 +217,14 @@ class ImageDataModule(pl.LightningDataModule):
                 )
             )
             self.classes = data.classes
-            self.train_set = InMemoryImages(data, train_idx)
+            self.train_set = InMemoryImages(data, train_idx, with_index=flip_each_image)
             self.val_set = InMemoryImages(data, val_idx)
             # Statistics of exactly the images trained on (validation stays unseen).
             self.mean, self.std = datasets.channel_stats(data.images[np.sort(train_idx)])
             self._norm.clear()
+            # Alternating flips: whether each training image is mirrored in even epochs.
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, 0, "flip"))
+            self._flip_first = torch.randint(0, 2, (len(train_idx),), generator=generator) > 0
         if stage in ("test", "predict"):
             self._test_set()
 
@@ -242,11 +257,23 @@ class ImageDataModule(pl.LightningDataModule):
         """Augment training batches and normalise all of them, on the batch's device."""
         if not isinstance(batch, (tuple, list)):
             return batch  # the model summary's example input, already a float tensor
-        images, labels = batch
+        images, labels, *index = batch  # training batches carry their indices for `flip`
         trainer = self.trainer  # None when used without a Trainer
         if self.augment and trainer is not None and trainer.training:
-            images = random_crop_flip(images, 4, self._generator(images.device))
+            flip = None
+            if index:  # mirrored in even epochs or in odd ones, alternately
+                loader = self._train_loader
+                assert loader is not None and loader.epoch is not None
+                flip = self._flip_first.to(images.device)[index[0]] ^ bool(loader.epoch % 2)
+            generator = self._generator(images.device)
+            images = random_crop_flip(images, self.crop_padding, generator, flip)
         return self._normalize(images), labels
+
+    def whitening_sample(self, device: torch.device, n: int = 5000) -> Tensor:
+        """The first `n` training images (a fixed, random choice), normalised, on `device`:
+        what the whitening stem's filters are computed from."""
+        train = self._require(self.train_set)
+        return self._normalize(train.images[:n].to(device))
 
     def state_dict(self) -> dict[str, Any]:
         # Saved in checkpoints, so a model restored later normalises its inputs the same way,

@@ -1,6 +1,7 @@
 """DenseNet in plain PyTorch: every variant of the paper, with torchvision's module names.
 
-    features.conv0                                   stem: CIFAR 3x3 conv; ImageNet 7x7/2 conv
+    features.conv0                                   stem: CIFAR 3x3 conv; ImageNet 7x7/2 conv;
+                                                     or a frozen 2x2 whitening conv (airbench)
     [features.norm0 .relu0 .pool0]                   + BN-ReLU-MaxPool3x3/2 (ImageNet only)
     features.denseblock{i}.denselayer{j}
         .norm1 .relu1 .conv1 [.drop1]                BN-ReLU-Conv1x1(bn_size*k) with a bottleneck,
@@ -123,6 +124,9 @@ class DenseNet(nn.Module):
         stem: list[tuple[str, nn.Module]]
         if config.stem == "cifar":
             stem = [("conv0", nn.Conv2d(3, c0, 3, padding=1, bias=not config.batch_norm))]
+        elif config.stem == "whitening":
+            # Its weights are set from data (`init_whitening`) and never trained; its bias is.
+            stem = [("conv0", nn.Conv2d(3, c0, 2, padding=0, bias=True))]
         else:
             stem = [("conv0", nn.Conv2d(3, c0, 7, stride=2, padding=3, bias=not config.batch_norm))]
             if config.batch_norm:
@@ -147,6 +151,8 @@ class DenseNet(nn.Module):
             self.features.add_module("norm5", nn.BatchNorm2d(c_final))
         self.classifier = nn.Linear(c_final, num_classes)
         self.reset_parameters()
+        if config.stem == "whitening":
+            self.features.conv0.weight.requires_grad_(False)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -162,6 +168,28 @@ class DenseNet(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def init_whitening(self, images: Tensor, eps: float = 5e-4) -> None:
+        """Sets the whitening stem's conv to the PCA whitening of `images`' 2x2 patches.
+
+        `images`: (N, 3, H, W), normalised as in training (a few thousand are plenty). Each
+        output channel projects a patch on one eigenvector of the patches' second-moment
+        matrix, scaled by 1/sqrt(eigenvalue + eps), once with each sign: the stem's outputs
+        are decorrelated with unit variance, the largest-variance directions first.
+        """
+        if self.config.stem != "whitening":
+            raise ValueError(f"init_whitening needs stem='whitening', not {self.config.stem!r}")
+        conv = self.features.conv0
+        kh, kw = conv.kernel_size
+        patches = images.float().unfold(2, kh, 1).unfold(3, kw, 1)  # (N, C, H', W', kh, kw)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * kh * kw).double()
+        moments = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(moments)  # ascending
+        order = eigenvalues.argsort(descending=True)[: conv.out_channels // 2]
+        filters = eigenvectors.T[order] / torch.sqrt(eigenvalues[order, None] + eps)
+        filters = filters.reshape(-1, 3, kh, kw)
+        conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) -> pooled features (N, C) before the classifier."""

@@ -5,10 +5,16 @@ with `nn.Module.compile`, so checkpoints hold `model.features...` keys with no
 `_orig_mod.` prefix and load into an uncompiled model with `strict=True`.
 
 Options for fast, small-budget training (each off by default, so the paper's recipe is
-unchanged): `budget_minutes` (a time-aware schedule that always finishes), `ema_decay`
-(evaluate and save an exponential moving average of the weights, through Lightning's
-`EMAWeightAveraging`), `tta` (average the logits of each image and its mirror image) and
-`progressive_size` (train on smaller images first).
+unchanged): `budget_minutes` and `budget_pflop` (a schedule on the fraction of a time or
+compute budget used, that always finishes), `ema_decay` (evaluate and save an exponential
+moving average of the weights, through Lightning's `EMAWeightAveraging`), `tta` and
+`tta_shift` (average the logits of mirrored and shifted views), `progressive_size` (train
+on smaller images first) and `norm_weight_decay` (no decay on BatchNorm and biases).
+
+Training compute is counted as it goes: `train/pflop` (every image trained on times the
+network's forward and backward FLOPs at the size it was trained at, all processes together)
+and, per epoch, `train/gflops_per_s` (that compute over the budget's clock: compilation and
+validation included, the rate that turns PFLOP into minutes).
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_densenet.arch import DenseNetConfig, resolve_arch
+from lightning_densenet.errors import UserError
+from lightning_densenet.flops import training_flops_per_image
 from lightning_densenet.model import DenseNet
 from lightning_densenet.options import (
     FractionOfTraining,
     HalfOpenUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
     Optimizer,
     PositiveFloat,
     PositiveInt,
@@ -51,6 +61,9 @@ class DenseNetClassifier(pl.LightningModule):
         lr: peak learning rate (0.1 for SGD at batch 64 in the paper).
         weight_decay: for SGD an L2 term on every weight (the paper's 1e-4);
             for AdamW the decoupled decay.
+        norm_weight_decay: the decay of BatchNorm's scales and shifts and of every bias
+            (None: `weight_decay`, as in the paper). 0 is usual in fast CIFAR training: these
+            parameters do not set a layer's scale, so decaying them only pulls them to 0.
         schedule: `step` divides lr by 10 at each of `milestones` (fractions of training;
             the paper: 50% and 75%); `cosine` anneals to 0; `onecycle` warms up for
             `warmup` of training then anneals; `constant` keeps lr.
@@ -66,12 +79,20 @@ class DenseNetClassifier(pl.LightningModule):
             learning rate reaches its end exactly when training stops: a recipe that always
             finishes, on a fast machine or a slow one. `trainer.max_epochs` stays an upper
             bound.
+        budget_pflop: train on this much compute, in PFLOP (10^15 floating-point
+            operations: every image trained on times the network's forward and backward
+            FLOPs at its size, all processes together). The schedule runs on the fraction
+            of it used, as with `budget_minutes` but the same on every machine: a recipe
+            that gives the same network on a fast machine or a slow one, in more or less time.
         ema_decay: > 0 keeps an exponential moving average of the weights (and BN statistics)
             with this decay per step; validation runs on it and checkpoints save it as the
             model's `state_dict`, so `test` and `predict` use it (the raw weights are kept in
             the checkpoint too, under `current_model_state`).
         tta: evaluate on the mean logits of each image and its horizontal mirror
             (validation, test and predict; training is unchanged).
+        tta_shift: with `tta`, also the views shifted diagonally by this many pixels, up-left
+            and down-right (reflected at the border), each with its mirror: 6 views,
+            weighted 1/2 for the unshifted pair and 1/4 for each shifted pair. 0: off.
         progressive_size: progressive resizing: training starts on images downscaled to
             this many pixels wide (bilinear, antialiased, after augmentation) and grows to
             the data's own size by `progressive_until` of training, in steps of 8 pixels;
@@ -91,6 +112,7 @@ class DenseNetClassifier(pl.LightningModule):
         momentum: float = 0.9,
         nesterov: bool = True,
         weight_decay: float = 1e-4,
+        norm_weight_decay: float | None = None,
         schedule: Schedule = "step",
         milestones: tuple[float, ...] = (0.5, 0.75),
         warmup: float = 0.3,
@@ -100,8 +122,10 @@ class DenseNetClassifier(pl.LightningModule):
         memory_efficient: bool = False,
         channels_last: bool = False,
         budget_minutes: float | None = None,
+        budget_pflop: float | None = None,
         ema_decay: float = 0.0,
         tta: bool = False,
+        tta_shift: int = 0,
         progressive_size: int | None = None,
         progressive_until: float = 0.5,
     ) -> None:
@@ -115,6 +139,11 @@ class DenseNetClassifier(pl.LightningModule):
         check_milestones(milestones)
         if budget_minutes is not None:
             check("model.budget_minutes", budget_minutes, PositiveFloat)
+        if budget_pflop is not None:
+            check("model.budget_pflop", budget_pflop, PositiveFloat)
+        if norm_weight_decay is not None:
+            check("model.norm_weight_decay", norm_weight_decay, NonNegativeFloat)
+        check("model.tta_shift", tta_shift, NonNegativeInt)
         check("model.ema_decay", ema_decay, HalfOpenUnitInterval)  # 0: off; 0.99-0.999 usual
         if progressive_size is not None:
             check("model.progressive_size", progressive_size, PositiveInt)
@@ -126,7 +155,15 @@ class DenseNetClassifier(pl.LightningModule):
         self._eval_batch = 0  # the batch size the compiled eval graph was built for
         self._budget_used_s = 0.0  # training time of earlier runs resumed from
         self._budget_clock: float | None = None
+        self.clock = time.perf_counter  # the budget's clock (a test may run it fast)
         self._total = 1  # optimiser steps of the whole training, once the trainer knows them
+        # The fraction of the time or compute budget used, decided once per step for every
+        # process (see `_budget_progress`): the lr, image size and stop all read it.
+        self._budget_fraction = 0.0
+        self.flops_done = 0.0  # training FLOPs so far, all processes, resumed runs included
+        self._flops_per_image: dict[tuple[int, int], float] = {}  # by (height, width)
+        # Per process and batch, read by Lightning's ThroughputMonitor (`.../flops_per_sec`).
+        self.flops_per_batch = 0.0
         # Logged as `train/acc`, `val/acc`, `test/acc` (and `.../acc_top5` with 100 classes).
         self.train_metrics = _accuracy(num_classes, "train/")
         self.val_metrics = _accuracy(num_classes, "val/")
@@ -169,10 +206,17 @@ class DenseNetClassifier(pl.LightningModule):
                 self._eval_batch = n
             elif n < self._eval_batch:
                 x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, self._eval_batch - n))
-        logits = self(x)
-        if self.hparams.tta:
-            logits = (logits + self(x.flip(3))) / 2  # the mirror image (NCHW: W is dim 3)
+        if not self.hparams.tta:
+            return self(x)[:n]
+        logits = self._mirrored_logits(x)
+        if shift := self.hparams.tta_shift:
+            up_left, down_right = _shifted(x, shift)
+            shifted = self._mirrored_logits(up_left) + self._mirrored_logits(down_right)
+            logits = (logits + shifted / 2) / 2
         return logits[:n]
+
+    def _mirrored_logits(self, x: Tensor) -> Tensor:
+        return (self(x) + self(x.flip(3))) / 2  # the mirror image (NCHW: W is dim 3)
 
     def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection) -> Tensor:
         x, y = batch
@@ -202,7 +246,18 @@ class DenseNetClassifier(pl.LightningModule):
             if size != full:
                 height = round(x.shape[-2] * size / full)
                 x = F.interpolate(x, (height, size), mode="bilinear", antialias=True)
+        self._count_flops(x)
         return self._step((x, y), self.train_metrics)
+
+    def _count_flops(self, x: Tensor) -> None:
+        """Adds this step's training FLOPs (every process's batch: they are equal) to the
+        count and logs it as `train/pflop`."""
+        size = (x.shape[-2], x.shape[-1])
+        if size not in self._flops_per_image:  # counted once per size, on a meta-device twin
+            self._flops_per_image[size] = training_flops_per_image(self.model, *size)
+        self.flops_per_batch = self._flops_per_image[size] * x.shape[0]
+        self.flops_done += self.flops_per_batch * self.trainer.world_size
+        self.log("train/pflop", self.flops_done / 1e15, on_step=True, on_epoch=False)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, self.val_metrics)
@@ -218,7 +273,13 @@ class DenseNetClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        params = self.model.parameters()
+        params: Any = [p for p in self.model.parameters() if p.requires_grad]
+        if hp.norm_weight_decay is not None:  # BatchNorm's and every bias: the 1-d tensors
+            flat = [p for p in params if p.ndim <= 1]
+            params = [
+                {"params": [p for p in params if p.ndim > 1]},
+                {"params": flat, "weight_decay": hp.norm_weight_decay},
+            ]
         optimizer: torch.optim.Optimizer
         # One fused kernel for the whole update instead of a few ops per tensor.
         if hp.optimizer == "sgd":
@@ -246,41 +307,93 @@ class DenseNetClassifier(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
         }
 
-    # The time budget.
+    # The budgets: time and compute.
 
     def budget_used_s(self) -> float:
         """Seconds of training so far, earlier runs of a resumed training included."""
         if self._budget_clock is None:
             return self._budget_used_s
-        return self._budget_used_s + time.perf_counter() - self._budget_clock
+        return self._budget_used_s + self.clock() - self._budget_clock
 
     def training_fraction(self, step: int) -> float:
         """How much of the training is done at optimiser step `step`, in [0, 1]: of the steps,
-        or of `budget_minutes` when that runs out first."""
+        or of `budget_minutes` / `budget_pflop` when one runs out first (as decided at the
+        end of the last step, the same on every process)."""
         done = step / self._total  # set with the schedule, in configure_optimizers
-        if self.hparams.budget_minutes:
-            done = max(done, self.budget_used_s() / (60 * self.hparams.budget_minutes))
-        return min(1.0, done)
+        return min(1.0, max(done, self._budget_fraction))
+
+    def _budget_progress(self) -> float:
+        """The fraction of the time or compute budget used, the same on every process.
+
+        The compute count is the same everywhere by construction; the clocks are not (each
+        process started its own, and machines differ), so rank 0's reading is broadcast:
+        were each process to read its own, they could train a step at different learning
+        rates or image sizes, or stop at different steps and wait on each other forever.
+        """
+        hp, done = self.hparams, 0.0
+        if hp.budget_pflop:
+            done = self.flops_done / (hp.budget_pflop * 1e15)
+        if hp.budget_minutes:
+            elapsed = self.budget_used_s() / (60 * hp.budget_minutes)
+            if self.trainer.world_size > 1:
+                elapsed = self.trainer.strategy.broadcast(elapsed, src=0)
+            done = max(done, elapsed)
+        return done
 
     def on_train_start(self) -> None:
-        self._budget_clock = time.perf_counter()
+        self._budget_clock = self.clock()
+        self._budget_fraction = self._budget_progress()  # resumed runs start part-way
+        if self.model.config.stem == "whitening" and self.trainer.ckpt_path is None:
+            self.model.init_whitening(self._whitening_images())
+
+    def _whitening_images(self) -> Tensor:
+        sample = getattr(self.trainer.datamodule, "whitening_sample", None)
+        if sample is None:
+            raise UserError(
+                "The whitening stem (model.arch.stem: whitening) is initialised from the "
+                "training images of lightning_densenet's ImageDataModule: train with it, or "
+                "call model.init_whitening(images) before fit."
+            )
+        # Every process computes the same filters from the same images; rank 0's are sent
+        # anyway, so that a difference in floating-point summation cannot split the replicas.
+        return self.trainer.strategy.broadcast(sample(self.device), src=0)
 
     def on_train_epoch_end(self) -> None:
         # The budget's clock (validation and resumes included): curves.py plots against it.
-        self.log("train/minutes", self.budget_used_s() / 60, sync_dist=True, reduce_fx="max")
+        seconds = self.budget_used_s()
+        self.log("train/minutes", seconds / 60, sync_dist=True, reduce_fx="max")
+        rate = self.flops_done / 1e9 / max(seconds, 1e-9)
+        self.log("train/gflops_per_s", rate, sync_dist=True, reduce_fx="min")
 
     def on_train_end(self) -> None:
         self._budget_used_s, self._budget_clock = self.budget_used_s(), None
 
+    def lr_scheduler_step(self, scheduler: Any, metric: Any = None) -> None:
+        # After each optimiser step, before the schedule sets the next step's lr: the one
+        # place the budget's fraction is decided, for the lr, the image size and the stop.
+        if self.hparams.budget_minutes or self.hparams.budget_pflop:
+            self._budget_fraction = self._budget_progress()
+        scheduler.step()
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.hparams.budget_minutes and self.training_fraction(self.global_step) >= 1:
+        if self._budget_fraction >= 1:
             self.trainer.should_stop = True  # Lightning validates once more, then stops
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["budget_used_s"] = self.budget_used_s()
+        checkpoint["flops_done"] = self.flops_done
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._budget_used_s = float(checkpoint.get("budget_used_s", 0.0))
+        self.flops_done = float(checkpoint.get("flops_done", 0.0))
+
+
+def _shifted(x: Tensor, shift: int) -> tuple[Tensor, Tensor]:
+    """`x` (N, C, H, W) moved `shift` pixels up-left and down-right, reflected at the border."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (shift,) * 4, mode="reflect")
+    s = 2 * shift
+    return padded[..., s : s + h, s : s + w], padded[..., :h, :w]
 
 
 def _accuracy(num_classes: int, prefix: str) -> MetricCollection:

@@ -26,6 +26,7 @@ from lightning_densenet.errors import UserError
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["step", "cosine", "onecycle", "constant"]
 DatasetName = Literal["cifar10", "cifar100", "imagefolder"]
+Flip = Literal["random", "alternate"]
 
 # [0, 1): momentum, label smoothing, an EMA decay.
 HalfOpenUnitInterval = restricted_number_type("HalfOpenUnitInterval", float, [(">=", 0), ("<", 1)])
@@ -96,6 +97,7 @@ def one_line(message: str) -> str:
 __all__ = [
     "RANGE_WORDS",
     "DatasetName",
+    "Flip",
     "HalfOpenUnitInterval",
     "NonNegativeFloat",
     "NonNegativeInt",

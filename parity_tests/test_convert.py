@@ -41,6 +41,7 @@ ARCHS = {
         stem="imagenet",
     ),
     "bn_size_2": DenseNetConfig(growth_rate=3, block_config=(3, 2), bn_size=2, num_init_features=7),
+    "whitening_stem": DenseNetConfig(growth_rate=4, block_config=(2, 2), stem="whitening"),
 }
 
 

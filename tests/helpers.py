@@ -75,6 +75,9 @@ VARIANTS = {
     "imagenet_stem": DenseNetConfig(growth_rate=6, block_config=(2, 2, 2), stem="imagenet"),
     "four_blocks": DenseNetConfig(growth_rate=4, block_config=(1, 2, 3, 1), compression=0.7),
     "bn_size_2": DenseNetConfig(growth_rate=5, block_config=(3,), bn_size=2, num_init_features=7),
+    "whitening_stem": DenseNetConfig(
+        growth_rate=6, block_config=(2, 3), bottleneck=False, stem="whitening"
+    ),
 }
 
 # DenseNet-BC-100 (k=12) with 10 classes: Table 2 of Huang et al. rounds it to 0.8M.

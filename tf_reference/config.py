@@ -7,7 +7,8 @@ jsonargparse reads the file (`experiment_parser`): the `model` and `data` blocks
 dataclasses, so dotted overrides (`--model.lr 0.05`), `--print_config` and the range checks
 of `lightning_densenet.options` come with it. They mean what they mean to
 `DenseNetClassifier` and `ImageDataModule`; keys that only steer PyTorch are accepted and
-ignored (`budget_minutes`, `ema_decay`, `tta`, `progressive_size`: with a warning when set).
+ignored (`budget_minutes`, `budget_pflop`, `ema_decay`, `tta`, `progressive_size`,
+`norm_weight_decay`, data's `crop_padding` and `flip`: with a warning when set).
 Of the `trainer` block, free-form here, `max_epochs`, `max_steps`, `limit_train_batches` and
 `limit_val_batches` apply. Imports neither TensorFlow nor torch.
 """
@@ -30,6 +31,7 @@ from lightning_densenet.arch import PRESETS, DenseNetConfig, resolve_arch
 from lightning_densenet.errors import UserError
 from lightning_densenet.options import (
     DatasetName,
+    Flip,
     FractionOfTraining,
     HalfOpenUnitInterval,
     NonNegativeFloat,
@@ -71,20 +73,27 @@ class ModelOptions:
     channels_last: bool = False
     # The Lightning module's training options the reference lacks: ignored with a warning.
     budget_minutes: PositiveFloat | None = None
+    budget_pflop: PositiveFloat | None = None
     ema_decay: HalfOpenUnitInterval = 0.0
     tta: bool = False
+    tta_shift: NonNegativeInt = 0
     progressive_size: PositiveInt | None = None
     progressive_until: FractionOfTraining = 0.5
+    norm_weight_decay: NonNegativeFloat | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arch", resolve_arch(self.arch))
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
         check_milestones(self.milestones)
-        for key in ("budget_minutes", "ema_decay", "tta", "progressive_size"):
-            if getattr(self, key):
+        unset = {"norm_weight_decay": None}  # the others are off when falsy
+        keys = ("budget_minutes", "budget_pflop", "ema_decay", "tta", "progressive_size")
+        for key in (*keys, *unset):
+            value = getattr(self, key)
+            if (value is not None) if key in unset else value:
                 warnings.warn(
                     f"model.{key} is ignored: the TensorFlow reference does not have it (it "
-                    "trains for trainer.max_epochs at full size, without weight averaging or TTA).",
+                    "trains for trainer.max_epochs at full size, without weight averaging, TTA "
+                    "or a separate decay for BatchNorm and biases).",
                     stacklevel=3,
                 )
 
@@ -102,9 +111,19 @@ class DataConfig:
     max_train_images: PositiveInt | None = None  # use only this many training images
     holdout_size: NonNegativeInt = 0  # data without a test split: held out as one
     augment: bool = True  # pad-4 random crop + horizontal flip
+    crop_padding: NonNegativeInt = 4  # PyTorch only: ignored with a warning unless 4
+    flip: Flip = "random"  # PyTorch only: ignored with a warning unless random
     seed: NonNegativeInt = 0  # the split, the shuffle and the augmentation
     num_workers: NonNegativeInt = 0  # PyTorch's loader processes: ignored
     cache_dir: str | None = None  # decoded image folders (.npz); None: the user cache
+
+    def __post_init__(self) -> None:
+        if self.augment and (self.crop_padding, self.flip) != (4, "random"):
+            warnings.warn(
+                "data.crop_padding and data.flip are ignored: the TensorFlow reference "
+                "augments with the paper's pad-4 crop and random flips.",
+                stacklevel=3,
+            )
 
 
 @dataclass(frozen=True)

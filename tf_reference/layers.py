@@ -75,9 +75,13 @@ def norm_relu_conv_layers(
 
 
 def stem_layers(init_features: int, stem: str, batch_norm_on: bool) -> list[keras.layers.Layer]:
-    """CIFAR: conv0 3x3. ImageNet: conv0 7x7/2, norm0, relu0, pool0 max 3x3/2 (PyTorch padding)."""
+    """CIFAR: conv0 3x3. ImageNet: conv0 7x7/2, norm0, relu0, pool0 max 3x3/2 (PyTorch padding).
+    Whitening: conv0 2x2 without padding, with a bias (PyTorch sets its kernel from the data and
+    freezes it; here it is a plain layer, holding ported weights)."""
     if stem == "cifar":
         return [conv("features.conv0", init_features, 3, bias=not batch_norm_on)]
+    if stem == "whitening":
+        return [conv("features.conv0", init_features, 2, bias=True, padding="valid")]
     layers: list[keras.layers.Layer] = [
         keras.layers.ZeroPadding2D(3, name="features.conv0_pad"),
         conv(

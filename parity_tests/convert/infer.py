@@ -46,7 +46,7 @@ def infer_arch(state: Mapping[str, Tensor]) -> DenseNetConfig:
         bn_size=state[f"{first}.conv1.weight"].shape[0] // growth_rate if bottleneck else 4,
         compression=_compression([(int(c_in), int(c_out)) for c_out, c_in in transitions]),
         batch_norm=any(is_norm(key.rsplit(".", 1)[0]) for key in state),
-        stem="imagenet" if conv0.shape[-1] == 7 else "cifar",
+        stem={7: "imagenet", 2: "whitening"}.get(conv0.shape[-1], "cifar"),
         num_init_features=conv0.shape[0],
     )
     name = preset_name(cfg)

@@ -39,6 +39,24 @@ def test_minutes_are_the_budget_clock(tmp_path) -> None:
     assert curve["epoch"] == [1, 2] and curve["minutes"] == [0.75, 1.6]
 
 
+# With norm_weight_decay the lr has two groups; train/pflop is logged with the step rows.
+METRICS_WITH_COMPUTE = """epoch,lr/pg1,lr/pg2,step,train/pflop,train/minutes,val/acc
+,0.1,0.1,0,,,
+0,,,9,0.25,,
+0,,,9,,0.75,0.31
+,0.05,0.05,10,,,
+1,,,19,0.5,,
+1,,,19,,1.6,0.52
+"""
+
+
+def test_compute_and_grouped_lr_columns_are_read(tmp_path) -> None:
+    (tmp_path / "metrics.csv").write_text(METRICS_WITH_COMPUTE)
+    curve = read_epochs(tmp_path / "metrics.csv")
+    assert curve["lr"] == [0.1, 0.05] and curve["pflop"] == [0.25, 0.5]
+    assert main([str(tmp_path)]) == 0
+
+
 def test_the_command_writes_a_png(tmp_path, capsys) -> None:
     assert main([str(_run(tmp_path))]) == 0
     assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

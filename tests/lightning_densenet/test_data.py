@@ -414,3 +414,78 @@ def test_holdout_is_ignored_where_the_data_has_a_test_split(cifar10) -> None:
     dm = ImageDataModule("cifar10", str(cifar10.root), download=False, val_size=10, holdout_size=5)
     dm.setup("test")
     assert len(dm.train_set) == 40 and len(dm.test_dataloader().dataset) == 20  # the official
+
+
+# --- Fast-training augmentation: alternating flips, milder crops ---------------------------
+
+
+def _train_batches(tmp_path, dm: ImageDataModule, epochs: int) -> list[list]:
+    """The normalised training batches a Trainer hands to `training_step`, per epoch."""
+    seen: list[list] = [[] for _ in range(epochs)]
+
+    class Recorder(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3 * 32 * 32, 10)
+
+        def training_step(self, batch, batch_idx):
+            seen[self.current_epoch].append(batch)
+            return F.cross_entropy(self.linear(batch[0].flatten(1)), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    trainer = pl.Trainer(
+        max_epochs=epochs, accelerator="cpu", enable_progress_bar=False, logger=False,
+        enable_checkpointing=False, limit_val_batches=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(Recorder(), datamodule=dm)
+    return seen
+
+
+@pytest.mark.parametrize("padding", [0, 2])
+def test_alternating_flips_mirror_each_image_every_other_epoch(tmp_path, cifar10, padding) -> None:
+    dm = ImageDataModule(
+        "cifar10", str(cifar10.root), download=False, batch_size=8, val_size=10,
+        flip="alternate", crop_padding=padding,
+    )  # fmt: skip
+    seen = _train_batches(tmp_path, dm, epochs=3)
+    sampler = BatchIndexSampler(len(dm.train_set), 8, shuffle=True, drop_last=True, seed=0)
+    flipped: list[dict[int, bool]] = []
+    for epoch in seen:
+        flips, shifts = {}, set()
+        for (images, labels), index in zip(epoch, iter(sampler), strict=True):
+            raw, raw_labels = dm.train_set.images[index], dm.train_set.labels[index]
+            torch.testing.assert_close(labels, raw_labels)
+            for i, image, source in zip(index.tolist(), images, raw, strict=True):
+                oy, ox, flips[i] = _find_crop(image, source, (dm.mean, dm.std), padding)
+                shifts.add((oy, ox))
+        assert shifts <= {(y, x) for y in range(2 * padding + 1) for x in range(2 * padding + 1)}
+        flipped.append(flips)
+    # 40 images, 5 batches of 8 an epoch: every image is seen in every epoch.
+    assert len(flipped[0]) == len(dm.train_set) == 40
+    assert 10 < sum(flipped[0].values()) < 30  # the first epoch: a random half
+    assert all(flipped[1][i] != flipped[0][i] for i in flipped[0])  # then the others
+    assert flipped[2] == flipped[0]
+
+
+def test_random_flips_do_not_alternate(tmp_path, cifar10) -> None:
+    dm = ImageDataModule(
+        "cifar10", str(cifar10.root), download=False, batch_size=8, val_size=10, crop_padding=0
+    )
+    seen = _train_batches(tmp_path, dm, epochs=2)
+    sampler = BatchIndexSampler(len(dm.train_set), 8, shuffle=True, drop_last=True, seed=0)
+    flips: list[dict[int, bool]] = [{}, {}]
+    for epoch, batches in enumerate(seen):
+        for (images, _), index in zip(batches, iter(sampler), strict=True):
+            for i, image in zip(index.tolist(), images, strict=True):
+                source = dm.train_set.images[i]
+                flips[epoch][i] = _find_crop(image, source, (dm.mean, dm.std), 0)[2]
+    assert any(flips[1][i] == flips[0][i] for i in flips[0])  # some kept their side
+
+
+def test_whitening_sample_is_normalised_training_images(cifar10) -> None:
+    dm = ImageDataModule("cifar10", str(cifar10.root), download=False, val_size=10)
+    dm.setup("fit")
+    sample = dm.whitening_sample(torch.device("cpu"), n=7)
+    torch.testing.assert_close(sample, normalize(dm.train_set.images[:7], dm.mean, dm.std))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from lightning_densenet import PRESETS, UserError, build_model, resolve_arch
+from lightning_densenet import PRESETS, DenseNetConfig, UserError, build_model, resolve_arch
 from lightning_densenet.arch import cifar_densenet
 from lightning_densenet.model import count_parameters
 from tests.helpers import BC_100_K12_PARAMS, VARIANTS
@@ -87,7 +87,47 @@ def test_every_parameter_receives_a_gradient(name: str) -> None:
     loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.arange(4))
     loss.backward()
     for pname, p in model.named_parameters():
+        if pname == "features.conv0.weight" and name == "whitening_stem":
+            assert not p.requires_grad and p.grad is None  # frozen: set from the data
+            continue
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+def test_whitening_stem_decorrelates_the_patches_it_was_computed_from() -> None:
+    torch.manual_seed(0)
+    model = build_model(VARIANTS["whitening_stem"])
+    conv = model.features.conv0
+    assert conv.kernel_size == (2, 2) and conv.out_channels == 24 and conv.padding == (0, 0)
+    # Correlated channels and neighbouring pixels, as in photographs.
+    base = torch.randn(64, 1, 17, 17).repeat(1, 3, 1, 1) + 0.3 * torch.randn(64, 3, 17, 17)
+    images = torch.nn.functional.avg_pool2d(base, 2, 1)  # (64, 3, 16, 16)
+    model.init_whitening(images, eps=0.0)
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(images, conv.weight).double()  # no bias
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)  # the 12 directions, one sign
+    second_moments = half.T @ half / len(half)
+    torch.testing.assert_close(second_moments, torch.eye(12, dtype=torch.double), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[:, 12:], -out[:, :12])  # each direction with both signs
+    assert model(images).shape == (64, 10)  # 16 -> 15 -> 7 px through the network
+
+
+def test_whitening_stem_keeps_its_strongest_directions_when_narrower() -> None:
+    torch.manual_seed(0)
+    images = torch.randn(8, 3, 8, 8) * torch.tensor([3.0, 1.0, 0.2]).view(1, 3, 1, 1)
+    wide = build_model(VARIANTS["whitening_stem"])
+    narrow = build_model(DenseNetConfig(growth_rate=6, block_config=(2,), stem="whitening",
+                                        num_init_features=8))  # fmt: skip
+    wide.init_whitening(images)
+    narrow.init_whitening(images)
+    w, n = wide.features.conv0.weight, narrow.features.conv0.weight
+    torch.testing.assert_close(n[:4].abs(), w[:4].abs())  # the 4 largest, sign aside
+    torch.testing.assert_close(n[4:], -n[:4])
+
+
+@pytest.mark.parametrize("width", [7, 26])
+def test_whitening_stem_width_must_be_even_and_at_most_24(width: int) -> None:
+    with pytest.raises(UserError, match="whitening stem takes an even width of at most 24"):
+        DenseNetConfig(stem="whitening", num_init_features=width)
 
 
 def test_batch_norm_off_removes_norms_and_adds_biases() -> None:

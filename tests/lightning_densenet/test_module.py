@@ -125,6 +125,36 @@ def test_tta_averages_plain_and_mirrored_logits() -> None:
         torch.testing.assert_close(module._eval_logits(x), plain)
 
 
+def test_tta_shift_averages_six_views_half_unshifted() -> None:
+    torch.manual_seed(0)
+    module = DenseNetClassifier("densenet_tiny", num_classes=10, tta=True, tta_shift=1).eval()
+    x = torch.randn(3, 3, 8, 8)
+    # Moved one pixel up-left / down-right, the border reflected: rows and columns re-indexed.
+    up_left = torch.tensor([1, 2, 3, 4, 5, 6, 7, 6])
+    down_right = torch.tensor([1, 0, 1, 2, 3, 4, 5, 6])
+
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        return (module(v) + module(v.flip(3))) / 2
+
+    with torch.no_grad():
+        views = [x[:, :, idx][:, :, :, idx] for idx in (up_left, down_right)]
+        expected = mirrored(x) / 2 + mirrored(views[0]) / 4 + mirrored(views[1]) / 4
+        torch.testing.assert_close(module._eval_logits(x), expected)
+        module.hparams.tta_shift = 0
+        torch.testing.assert_close(module._eval_logits(x), mirrored(x))
+
+
+def test_norm_weight_decay_applies_to_batch_norm_and_biases_only(tmp_path) -> None:
+    trainer, module = _fit(tmp_path, weight_decay=5e-4, norm_weight_decay=0.0)
+    decayed, free = trainer.optimizers[0].param_groups
+    assert (decayed["weight_decay"], free["weight_decay"]) == (5e-4, 0.0)
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    assert {names[id(p)] for p in free["params"]} == {
+        n for n, p in module.model.named_parameters() if ".norm" in n or n.endswith("bias")
+    }
+    assert len(decayed["params"]) + len(free["params"]) == len(names)
+
+
 def test_ema_weights_are_validated_saved_and_tested(tmp_path) -> None:
     _, module = _fit(tmp_path, ema_decay=0.5, lr=0.2)
     (path,) = tmp_path.glob("checkpoints/*.ckpt")  # written at the end of the last epoch
@@ -143,18 +173,20 @@ def test_a_time_budget_ends_training_with_the_schedule(tmp_path) -> None:
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
     module = DenseNetClassifier(
-        "densenet_tiny", num_classes=10, schedule="cosine", budget_minutes=0.02
+        "densenet_tiny", num_classes=10, schedule="cosine", budget_minutes=0.5
     )
     trainer = pl.Trainer(
         max_epochs=10_000, logger=False, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu",
     )  # fmt: skip
+    # The budget's clock, injected: 6 seconds per optimiser step; the 30 s end with step 5.
+    module.clock = lambda: 6.0 * module.global_step
     trainer.fit(module, loader)
-    # Stopped by the 1.2 s budget long before 10,000 epochs, with the cosine at its end.
-    assert 0 < trainer.global_step < 10_000 * 4
+    # Stopped by the budget long before 10,000 epochs, with the cosine at its end.
+    assert trainer.global_step == 5
     assert module.training_fraction(trainer.global_step) == 1
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
-    assert module.budget_used_s() >= 1.2
+    assert module.budget_used_s() == 30.0
 
 
 @pytest.mark.slow
@@ -213,3 +245,36 @@ def test_compiled_progressive_resizing_compiles_one_static_graph_per_size(tmp_pa
     assert [w for training, w in seen if training] == [16, 16, 24, 24, 32, 32, 32, 32]
     # Training at 16, 24 and 32 px and evaluation at 32, each once; none of them dynamic.
     assert counters["stats"]["unique_graphs"] == 4
+
+
+def test_whitening_stem_is_set_from_the_training_images_and_stays_frozen(tmp_path) -> None:
+    from lightning_densenet.data import ImageDataModule
+    from tests.fake_data import write_cifar
+    from tests.helpers import VARIANTS
+
+    cifar = write_cifar(tmp_path / "data", "cifar10", n_train=80, n_test=4)
+    dm = ImageDataModule("cifar10", str(cifar.root), download=False, batch_size=16, val_size=16)
+    module = DenseNetClassifier(VARIANTS["whitening_stem"], num_classes=10, lr=0.1)
+    initial = module.model.features.conv0.weight.clone()
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    reference = DenseNetClassifier(VARIANTS["whitening_stem"], num_classes=10).model
+    reference.init_whitening(dm.whitening_sample(torch.device("cpu")))
+    stem = module.model.features.conv0
+    assert not torch.equal(stem.weight, initial)
+    torch.testing.assert_close(stem.weight, reference.features.conv0.weight, rtol=0, atol=0)
+    assert not torch.equal(stem.bias, reference.features.conv0.bias)  # the bias trains
+
+
+def test_whitening_stem_needs_the_data_module(tmp_path) -> None:
+    from tests.helpers import VARIANTS
+
+    module = DenseNetClassifier(VARIANTS["whitening_stem"], num_classes=10)
+    loader = DataLoader(TensorDataset(torch.randn(16, 3, 32, 32), torch.zeros(16).long()))
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(UserError, match="initialised from the training images"):
+        trainer.fit(module, loader)

@@ -39,6 +39,8 @@ def expected_counts(cfg: DenseNetConfig, num_classes: int) -> tuple[int, int]:
     k, c0 = cfg.growth_rate, cfg.init_features
     if cfg.stem == "cifar":
         conv(3, c0, 3)
+    elif cfg.stem == "whitening":  # 2x2 with a bias; PyTorch freezes the kernel, Keras not
+        trainable += 2 * 2 * 3 * c0 + c0
     else:
         conv(3, c0, 7)
         norm(c0)
