@@ -30,6 +30,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.strategies import ParallelStrategy
 
+from lightning_densenet import curves, runs
 from lightning_densenet.callbacks import (
     PredictionWriter,
     RunCheckpoint,
@@ -47,6 +48,7 @@ from lightning_densenet.datasets import default_cache_dir
 from lightning_densenet.errors import UserError, command
 from lightning_densenet.module import DenseNetClassifier
 from lightning_densenet.options import one_line
+from lightning_densenet.summary import print_fit_summary, use_reporting_callbacks
 
 
 class _OneLineErrorParser(LightningArgumentParser):
@@ -71,7 +73,14 @@ def _condense(message: str) -> str:
 # Options that change how the network runs, not what it is. LightningCLI replaces the model
 # config with a checkpoint's hyperparameters (Lightning-AI/pytorch-lightning#20310), which
 # would drop `test --ckpt_path X --model.tta false`; given on the command line, they win.
-RUNTIME_OPTIONS = ("tta", "compile", "compile_mode", "channels_last", "memory_efficient")
+RUNTIME_OPTIONS = (
+    "tta",
+    "tta_shift",
+    "compile",
+    "compile_mode",
+    "channels_last",
+    "memory_efficient",
+)
 
 
 class DenseNetCLI(LightningCLI):
@@ -131,6 +140,7 @@ class DenseNetCLI(LightningCLI):
                 AppendingCSVLogger(root, name=name, version=tensorboard.version, resume=resume),
             ]
         trainer = super().instantiate_trainer(**kwargs)
+        use_reporting_callbacks(trainer)  # budget in the progress bar, FLOPs in the summary
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if isinstance(trainer.strategy, ParallelStrategy):
@@ -321,5 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_densenet import sweep
 
         return sweep.main(args[1:])
-    run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+    if args and args[0] in ("runs", "curves"):  # reading runs, not training: no LightningCLI
+        return (runs.main if args[0] == "runs" else curves.main)(args[1:])
+    cli = run_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+    if cli.subcommand == "fit":
+        print_fit_summary(cli.trainer)
     return 0
