@@ -28,12 +28,14 @@ from pytorch_lightning.callbacks import (
     ModelSummary,
     RichModelSummary,
     RichProgressBar,
+    ThroughputMonitor,
     TQDMProgressBar,
 )
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightning_densenet.callbacks import last_checkpoint_path
 from lightning_densenet.flops import training_flops_per_image
 from lightning_densenet.model import DenseNet
 from lightning_densenet.progress import BudgetRichProgressBar, BudgetTQDMProgressBar
@@ -146,11 +148,9 @@ def print_fit_summary(trainer: pl.Trainer) -> None:
     report = read_fit_report(Path(csv_logger.log_dir))
     ckpt = trainer.checkpoint_callback
     best = getattr(ckpt, "best_model_path", "") or ""
-    last = getattr(ckpt, "last_model_path", "") or ""
-    window = next(
-        (getattr(c, "window_size", None) for c in trainer.callbacks if hasattr(c, "window_size")),
-        None,
-    )
+    last = last_checkpoint_path(trainer)  # written by one of several ModelCheckpoints
+    monitor = next((c for c in trainer.callbacks if isinstance(c, ThroughputMonitor)), None)
+    window = monitor.kwargs.get("window_size", 100) if monitor is not None else None
     interrupted = trainer.interrupted
     print(format_fit_report(report, best, last, window, interrupted), flush=True)
 
