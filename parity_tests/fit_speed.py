@@ -1,7 +1,7 @@
 """`fit` itself, fp32 eager against the fast path: throughput and accuracy, side by side.
 
     python -m parity_tests.fit_speed --config configs/cifar10_cpu.yaml \
-        [--arch densenet_c_13_k48 densenet_bc_100_k12] [--settings fp32-eager,fast,...] \
+        [--arch densenet_c_13_k48 densenet_bc_100_k12] [--settings fp32-eager bf16 ...] \
         [--steps 12] [--repeats 2] [--accuracy-seeds 0 1 2] [--out DIR] [-- FIT OVERRIDES]
 
 Every run is a real `python -m lightning_densenet fit` in its own process (Lightning's loop,
@@ -20,6 +20,7 @@ The repeats visit the settings in turn (reversed every other repeat), so a chang
 machine's load hits all of them alike. `--accuracy-seeds` adds short training runs
 (`--accuracy-epochs` epochs on `--accuracy-images` images) of fp32-eager and the other
 settings per seed, and reports validation accuracy: the fast path must not cost accuracy.
+The report (`fit_speed.json`, `fit_speed.md`) goes to `--out`, by default `runs/fit_speed`.
 """
 
 from __future__ import annotations
@@ -181,16 +182,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parity_tests.fit_speed", description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--arch", nargs="*", default=[], help="default: the config's")
-    parser.add_argument("--settings", default="fp32-eager,bf16,bf16-compile")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["fp32-eager", "bf16", "bf16-compile"],
+        help=f"some of {', '.join(SETTINGS)}, separated by spaces or commas",
+    )
     parser.add_argument("--steps", type=int, default=12, help="training steps per run")
     parser.add_argument("--batch-size", type=int, default=256, help="the config's batch size")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--accuracy-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--accuracy-epochs", type=int, default=1)
     parser.add_argument("--accuracy-images", type=int, default=5000)
-    parser.add_argument("--out", default="reports/fit_speed")
+    parser.add_argument("--out", default="runs/fit_speed", help="default: runs/fit_speed")
     args = parser.parse_args(own)
-    settings = [s.strip() for s in args.settings.split(",")]
+    settings = [s.strip() for text in args.settings for s in text.split(",") if s.strip()]
     if unknown := [s for s in settings if s not in SETTINGS]:
         raise UserError(f"--settings {unknown[0]!r} is unknown: use {', '.join(SETTINGS)}.")
     if args.steps < 3:

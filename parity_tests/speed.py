@@ -2,7 +2,7 @@
 
     python -m parity_tests.speed --arch densenet_bc_100_k12 [cnn:w32 mlp:w512 ...]
         [--batch-size 64] [--steps 20] [--repeats 5] [--warmup 3] [--repeat-seconds S]
-        [--threads N] [--cases torch-eager,tf-xla,...] [--out DIR]
+        [--threads N] [--cases torch-eager tf-xla ...] [--out DIR]
         [--cold-compile | --cold-and-warm]
     python -m parity_tests.speed --study [--out DIR]      # the whole study, defaults below
 
@@ -37,8 +37,10 @@ Every case trains on one synthetic batch of the real shape (so no input pipeline
 times its first step apart (compilation or tracing happens there), runs `--warmup` more,
 then times `--repeats` runs of `--steps` steps. The driver also counts each model's FLOPs
 (`torch.utils.flop_counter`) and measures the machine's matmul and conv peak in the same
-run. The report goes to `--out` (default `reports/speed/<arch>`): `speed.json` (every raw
+run. The report goes to `--out` (default `runs/speed/<arch>`, beside the training runs: the
+committed reports under `reports/` are only written when asked for): `speed.json` (every raw
 number, the machine, versions and the command), `speed.md` (the tables) and PNG plots.
+`--arch` and `--cases` both take a list of names separated by spaces (commas work too).
 """
 
 from __future__ import annotations
@@ -282,9 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=_cores(), help="default: usable cores")
     parser.add_argument(
         "--cases",
-        help=f"comma-separated, from {', '.join(CASES)} (default: all that the device supports)",
+        nargs="+",
+        help=f"some of {', '.join(CASES)}, separated by spaces or commas (default: all that "
+        "the device supports)",
     )
-    parser.add_argument("--out", help="default: reports/speed/<arch>")
+    parser.add_argument("--out", help="default: runs/speed/<arch>")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument(
@@ -365,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(archs, cases, settings, timeout_s=args.timeout, compile_cache=compile_cache)
     rows = annotate(rows, flops, peak)
     versions = {k: r[k] for r in rows for k in ("torch", "tensorflow", "keras") if k in r}
-    out = Path(args.out or Path("reports") / "speed" / "+".join(archs).replace(":", "-"))
+    out = Path(args.out or Path("runs") / "speed" / "+".join(archs).replace(":", "-"))
     meta = {
         "command": "python -m parity_tests.speed " + shlex.join(argv),
         "date": started.isoformat(timespec="seconds"),
@@ -401,8 +405,9 @@ def _work(worker: str, specs: list, settings: Settings, compile_only: bool) -> A
     return speed_cases.run_case(worker, specs[0], settings, compile_only)
 
 
-def _parse_cases(text: str) -> tuple[str, ...]:
-    cases = tuple(c.strip() for c in text.split(",") if c.strip())
+def _parse_cases(given: Sequence[str]) -> tuple[str, ...]:
+    """`--cases a b`, `--cases a,b` and `--cases a, b` alike."""
+    cases = tuple(c.strip() for text in given for c in text.split(",") if c.strip())
     if unknown := [c for c in cases if c not in CASES]:
         raise UserError(f"--cases {unknown[0]!r} is unknown: use some of {', '.join(CASES)}.")
     return cases

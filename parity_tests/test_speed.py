@@ -139,3 +139,73 @@ def test_bad_arguments_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -
     assert "after @ comes a batch size" in capsys.readouterr().err
     assert main(["--steps", "3"]) == 2
     assert "--arch" in capsys.readouterr().err
+
+
+def test_case_lists_take_spaces_or_commas() -> None:
+    from parity_tests.speed import _parse_cases
+
+    spaced = _parse_cases(["torch-eager", "tf-xla"])
+    assert (
+        spaced == _parse_cases(["torch-eager,tf-xla"]) == _parse_cases(["torch-eager,", "tf-xla"])
+    )
+    assert spaced == ("torch-eager", "tf-xla")
+
+
+def _row(arch: str, kind: str, case: str, flops: float, value: float) -> dict:
+    return {
+        "arch": arch, "model_kind": kind, "case": case, "flops_per_image": flops,
+        "speedup": value, "gflops_per_s": value * 10, "images_per_s": value * 100,
+        "batch_size": 64, "min_ms": 0.9 * 640 / value, "max_ms": 1.1 * 640 / value,
+        "device_type": "cpu",
+    }  # fmt: skip
+
+
+def test_plots_draw_a_line_per_model_family_and_the_bf16_peak(tmp_path, monkeypatch) -> None:
+    """A line never joins two families (a DenseNet and an MLP of similar FLOPs, or ours and
+    torchvision's DenseNet at equal FLOPs); the bf16 conv peak the docs cite is drawn."""
+    from matplotlib.figure import Figure
+
+    from parity_tests.speed_plots import MARKERS, write_plots
+
+    rows = [
+        _row(arch, kind, case, flops, value)
+        for case in ("torch-eager", "torch-compile")
+        for arch, kind, flops, value in (
+            ("densenet_tiny", "densenet", 1e7, 1.2),
+            ("densenet_bc_40_k12", "densenet", 4e8, 1.1),
+            ("tv:densenet_bc_40_k12", "densenet", 4e8, 0.9),
+            ("mlp:w128", "mlp", 2e6, 0.6),
+            ("mlp:w2048", "mlp", 5e7, 1.4),
+        )
+    ]
+    peak = {
+        "cpu": {"matmul_fp32": 200.0, "conv_fp32": 500.0, "matmul_bf16": 800.0, "conv_bf16": 1000.0}
+    }
+    figures: dict[str, Figure] = {}
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure,
+        "savefig",
+        lambda fig, path, **kw: (figures.__setitem__(Path(path).name, fig), save(fig, path, **kw)),
+    )
+    written = write_plots(rows, peak, tmp_path)
+    assert {p.name for p in written} == {
+        "speedup_vs_flops.png",
+        "throughput_by_mode.png",
+        "gflops_vs_flops.png",
+    }
+    for name in ("speedup_vs_flops.png", "gflops_vs_flops.png"):
+        ax = figures[name].axes[0]
+        drawn = [
+            line
+            for line in ax.get_lines()
+            if len(line.get_xdata()) >= 1 and line.get_marker() != "None"
+        ]
+        families = {line.get_marker(): sorted(line.get_xdata()) for line in drawn}
+        assert families[MARKERS["densenet"]] == [1e7, 4e8]
+        assert families[MARKERS["torchvision densenet"]] == [4e8]
+        assert families[MARKERS["mlp"]] == [2e6, 5e7]
+    ax = figures["gflops_vs_flops.png"].axes[0]
+    levels = {line.get_ydata()[0] for line in ax.get_lines() if list(line.get_xdata()) == [0, 1]}
+    assert levels == {200.0, 500.0, 800.0, 1000.0}
+    assert any("conv bf16 peak" in t.get_text() for t in ax.texts)
