@@ -81,7 +81,7 @@ class OptunaPruning(Callback):
 
 @command
 def main(argv: list[str]) -> int:
-    """`sweep --config SPACE.yaml [--n-trials N] [--storage URL] [--study-name NAME]
+    """`sweep --config SPACE.yaml [--n_trials N] [--storage URL] [--study_name NAME]
     [--workers K] [fit opts]`."""
     parser = argparse.ArgumentParser(
         prog="python -m lightning_densenet sweep",
@@ -93,7 +93,8 @@ def main(argv: list[str]) -> int:
         "--config", required=True, metavar="SPACE.yaml", help="a fit config with a sweep: block"
     )
     parser.add_argument(
-        "--n-trials",
+        "--n_trials",
+        "--n-trials",  # the spelling of earlier versions
         type=int,
         metavar="N",
         help="trials to reach in total, counting those already in the study (complete, "
@@ -110,17 +111,20 @@ def main(argv: list[str]) -> int:
         "postgresql+psycopg://USER@HOST/DB for workers on several machines (pip install -e "
         "'.[postgres]')",
     )
-    parser.add_argument("--study-name", metavar="NAME", help="default: the config file's name")
+    parser.add_argument(
+        "--study_name", "--study-name", metavar="NAME", help="default: the config file's name"
+    )
     parser.add_argument(
         "--workers",
         type=int,
         metavar="K",
         help="start K worker processes on this machine, each this command without --workers, "
         "on the one study (one per GPU via CUDA_VISIBLE_DEVICES where there are GPUs); wait "
-        "for all, then write the results. Each stops once the study holds --n-trials "
+        "for all, then write the results. Each stops once the study holds --n_trials "
         "finished trials, so the study may end with up to K - 1 more",
     )
     parser.add_argument(
+        "--worker_index",
         "--worker-index",
         type=int,
         default=0,
@@ -133,7 +137,7 @@ def main(argv: list[str]) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be 1 or more.")
     if args.worker_index < 0:
-        raise UserError(f"--worker-index {args.worker_index} must be 0 or more.")
+        raise UserError(f"--worker_index {args.worker_index} must be 0 or more.")
     try:
         sweep = read_sweep(args.config, overrides, args.n_trials, args.storage, args.study_name)
         if args.workers is not None:
@@ -147,7 +151,7 @@ def main(argv: list[str]) -> int:
 def run(sweep: Sweep, worker: int = 0) -> optuna.Study:
     """Runs trials until the study holds `n_trials` finished ones; writes the results.
 
-    `worker` (`--worker-index`) offsets the sampler's seed: workers that start together on
+    `worker` (`--worker_index`) offsets the sampler's seed: workers that start together on
     one study would otherwise draw the same trials."""
     # Trials pass their own args while sys.argv still holds the sweep command: intended here.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -181,7 +185,7 @@ def run(sweep: Sweep, worker: int = 0) -> optuna.Study:
 
 def run_workers(sweep: Sweep, argv: list[str], workers: int) -> int:
     """`--workers K`: the study opened (and created) once here, then K processes of
-    `sweep <argv> --worker-index i`; the results written once all have ended."""
+    `sweep <argv> --worker_index i`; the results written once all have ended."""
     study, storage = _open_study(sweep)
     codes = sweep_workers.start_and_wait(argv, workers)
     fail_orphaned_trials(study, storage)  # a killed worker's trial: failed and queued again

@@ -113,7 +113,7 @@ def read_sweep(
     seed = base.get("seed_everything") if isinstance(base.get("seed_everything"), int) else 0
     name = study_name or path.stem
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise UserError(f"--study-name {name!r}: use letters, digits, '_', '-' and '.' only.")
+        raise UserError(f"--study_name {name!r}: use letters, digits, '_', '-' and '.' only.")
     root = Path(
         _override_value(overrides, "trainer.default_root_dir")
         or (base.get("trainer") or {}).get("default_root_dir")

@@ -1,6 +1,6 @@
 """`sweep --workers K`: K worker processes on one study, on this machine.
 
-Worker i runs `python -m lightning_densenet sweep <the same arguments> --worker-index i`, the
+Worker i runs `python -m lightning_densenet sweep <the same arguments> --worker_index i`, the
 command a worker started by hand runs. With CUDA GPUs, worker i sees one GPU (i modulo their
 number) through CUDA_VISIBLE_DEVICES; on CPU the workers share the cores through
 OMP_NUM_THREADS (cores / K each), unless it is set already. The workers run in their own
@@ -24,15 +24,15 @@ import torch
 
 
 def without_workers(argv: list[str]) -> list[str]:
-    """`argv` without `--workers K` / `--workers=K` and `--worker-index I`: each worker's own
-    arguments, to which its `--worker-index` is added."""
+    """`argv` without `--workers K` / `--workers=K` and `--worker_index I` (or `--worker-index`):
+    each worker's own arguments, to which its `--worker_index` is added."""
     out, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--workers", "--worker-index"):
+        elif arg in ("--workers", "--worker_index", "--worker-index"):
             skip = True
-        elif not arg.startswith(("--workers=", "--worker-index=")):
+        elif not arg.startswith(("--workers=", "--worker_index=", "--worker-index=")):
             out.append(arg)
     return out
 
@@ -54,7 +54,7 @@ def start_and_wait(argv: list[str], workers: int) -> list[int]:
             command = [sys.executable, "-m", "lightning_densenet", "sweep", *argv]
             processes.append(
                 subprocess.Popen(
-                    [*command, "--worker-index", str(i)],
+                    [*command, "--worker_index", str(i)],
                     env=_environment(i, workers, gpus),
                     start_new_session=True,  # a terminal's Ctrl+C reaches them through forward()
                 )

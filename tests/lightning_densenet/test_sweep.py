@@ -297,3 +297,10 @@ def test_sweep_configs_give_trial_configs_that_fit_accepts(name, tmp_path, capsy
             for part in rest:
                 node = node[part]
             assert node == value, key
+
+
+def test_worker_arguments_drop_either_spelling_of_the_worker_flags() -> None:
+    from lightning_densenet.sweep_workers import without_workers
+
+    argv = ["--config", "S.yaml", "--workers", "2", "--worker_index", "1", "--worker-index=3"]
+    assert without_workers([*argv, "--n_trials", "4"]) == ["--config", "S.yaml", "--n_trials", "4"]
