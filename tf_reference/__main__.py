@@ -37,8 +37,14 @@ def build_parser() -> ArgumentParser:
     train.add_argument(
         "--steps", type=PositiveInt | None, help="stop after this many steps (trainer.max_steps)"
     )
-    train.add_argument("--root-dir", default="runs", help="runs go to ROOT/tf/<name>/<mode>/")
-    train.add_argument("--no-validate", action="store_true", help="skip validation and test")
+    # Underscores, as in the config keys (--print_config, --data.batch_size); the hyphenated
+    # spellings of earlier versions still work.
+    train.add_argument(
+        "--root_dir", "--root-dir", default="runs", help="runs go to ROOT/tf/<name>/<mode>/"
+    )
+    train.add_argument(
+        "--no_validate", "--no-validate", action="store_true", help="skip validation and test"
+    )
     commands.add_subcommand("train", train, help="train in one execution mode")
 
     trace = _with_run_options(experiment_parser(description="Write the train step's trace."))
@@ -54,8 +60,11 @@ def _with_run_options(parser: ArgumentParser) -> ArgumentParser:
     parser.add_argument("--network", type=Network, default="densenet", help="what to train")
     parser.add_argument("--width", type=PositiveInt | None, help="cnn/mlp width (32 / 512)")
     parser.add_argument("--depth", type=PositiveInt | None, help="cnn/mlp layers (6 / 2)")
-    parser.add_argument("--batch-size", type=PositiveInt | None, help="overrides data.batch_size")
     parser.add_argument(
+        "--batch_size", "--batch-size", type=PositiveInt | None, help="overrides data.batch_size"
+    )
+    parser.add_argument(
+        "--one_batch",
         "--one-batch",
         action="store_true",
         help="train on the first batch over and over (overfit check; times the step alone)",
@@ -103,7 +112,7 @@ def _run(command: str, args: Namespace) -> int:
 
 
 def _with_shortcuts(exp: Experiment, args: Namespace) -> Experiment:
-    """--batch-size, --epochs and --steps: short spellings of config keys."""
+    """--batch_size, --epochs and --steps: short spellings of config keys."""
     data, trainer = exp.data, exp.trainer
     if args.batch_size is not None:
         data = dataclasses.replace(data, batch_size=args.batch_size)
