@@ -12,15 +12,22 @@ from lightning_densenet.cli import main
 from tests.fake_data import write_cifar
 from tests.helpers import QUIET, REPO, cli_args, is_fraction_of, last, metrics
 
+TINY_WHITENING = "{growth_rate: 4, block_config: [2, 2], stem: whitening}"
+
 
 @pytest.mark.parametrize(
-    ("name", "dataset"), [("cifar10_cpu", "cifar10"), ("cifar100_cpu", "cifar100")]
+    ("name", "dataset", "arch"),
+    [
+        ("cifar10_cpu", "cifar10", "densenet_tiny"),
+        ("cifar10_short", "cifar10", TINY_WHITENING),  # its stem is set from the data
+        ("cifar100_cpu", "cifar100", "densenet_tiny"),
+    ],
 )
-def test_cpu_recipe_fits_and_tests(tmp_path, name: str, dataset: str) -> None:
+def test_cpu_recipe_fits_and_tests(tmp_path, name: str, dataset: str, arch: str) -> None:
     cifar = write_cifar(tmp_path / "data", dataset, n_train=120, n_test=30)
     root = tmp_path / "runs"
     data = ["--data.root", str(cifar.root), "--data.download", "false"]
-    small = ["--model.arch", "densenet_tiny", "--data.batch_size", "16"]
+    small = ["--model.arch", arch, "--data.batch_size", "16"]
     small += ["--data.eval_batch_size", "32", "--trainer.max_steps", "3"]
     args = cli_args("fit", cifar.root, root, *QUIET, *small, config=REPO / f"configs/{name}.yaml")
     assert main(args) == 0

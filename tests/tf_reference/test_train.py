@@ -276,6 +276,21 @@ def test_configs_are_read_as_lightning_reads_them() -> None:
     assert (trainer.max_steps, trainer.limit_train_batches) == (None, None)
 
 
+def test_the_compute_recipes_pytorch_only_options_are_named() -> None:
+    with pytest.warns(UserWarning) as caught:
+        exp = load_experiment(REPO / "configs" / "cifar10_short.yaml")
+    messages = sorted(str(w.message).split(" ")[0] for w in caught)
+    assert messages == [
+        "data.crop_padding",
+        "model.budget_pflop",
+        "model.norm_weight_decay",
+        "model.progressive_size",
+        "model.tta",
+        "trainer.precision=bf16-mixed",
+    ]
+    assert exp.model.arch.stem == "whitening"  # built in Keras too (parity_tests)
+
+
 def test_pytorch_only_options_are_ignored_with_a_warning() -> None:
     with pytest.warns(UserWarning) as caught:
         exp = load_experiment(REPO / "configs" / "cifar10_cpu.yaml")
@@ -292,8 +307,10 @@ def test_pytorch_only_options_are_ignored_with_a_warning() -> None:
 
 @pytest.mark.parametrize("path", FIT_CONFIGS, ids=lambda p: p.name)  # sweeps: fit configs + space
 @pytest.mark.filterwarnings(
-    "ignore:model.(budget_minutes|tta|ema_decay|progressive_size) is ignored"
+    "ignore:model.(budget_minutes|budget_pflop|tta|ema_decay|progressive_size|norm_weight_decay)"
+    " is ignored"
 )
+@pytest.mark.filterwarnings("ignore:data.crop_padding and data.flip are ignored")
 @pytest.mark.filterwarnings("ignore:trainer.precision=.* is ignored")
 def test_every_config_of_the_repo_is_understood(path: Path) -> None:
     exp = load_experiment(path)  # a key the TensorFlow side does not know would raise
