@@ -25,8 +25,8 @@ def random_crop_flip(
         images: (N, C, H, W), any dtype (uint8 for the cheapest gather).
         padding: pixels of zeros on each side; offsets are uniform in [0, 2 * padding].
         generator: on `images.device`; draws the N offsets and N flips.
-        flip: (N,) bool, which images to mirror, instead of a random half (the flips are
-            still drawn, so the offsets do not depend on it).
+        flip: (N,) bool, which images to mirror, instead of a random half (random flips
+            are drawn all the same, so the generator advances as without `flip`).
 
     Returns:
         (N, C, H, W), same dtype and device: one gather, no loop over images.

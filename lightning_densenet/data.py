@@ -99,7 +99,7 @@ class ImageDataModule(pl.LightningDataModule):
         flip: `random` mirrors a random half of each batch; `alternate` mirrors a random
             half of the images in the first epoch and, from then on, each image in every
             other epoch: over two epochs every image is seen both ways, where random flips
-            show a quarter of them one way only (airbench's derandomised flips).
+            show half of them one way only (airbench's derandomised flips).
         seed: for the validation split, the shuffling and the augmentation.
         num_workers: DataLoader workers; 0 is fastest, as a batch is one in-memory gather.
         cache_dir: where decoded image folders are cached (default
