@@ -123,12 +123,11 @@ def format_fit_report(
     ckpts = [f"{name} {path}" for name, path in (("best", best_ckpt), ("last", last_ckpt)) if path]
     for i, text in enumerate(ckpts):
         lines.append(("  checkpoints  " if i == 0 else " " * 15) + text)
-    config = r.run / "config.yaml"
     ckpt = last_ckpt or best_ckpt
-    if ckpt and config.is_file():
+    if ckpt:
         which = "last" if ckpt == last_ckpt else "best"
         lines.append(f"Next, test the {which} weights:")
-        lines.append("  " + next_test_command(config, ckpt))
+        lines.append("  " + next_test_command(r.run / "config.yaml", ckpt))
     return "\n".join(lines)
 
 
