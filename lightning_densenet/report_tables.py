@@ -22,6 +22,7 @@ import argparse
 import csv
 import functools
 import json
+import os
 import re
 import statistics
 import sys
@@ -176,8 +177,10 @@ def _table(header: list[str], rows: list[list[str]], align: str = "") -> str:
 
 
 def _link(doc: Path, target: Path, text: str | None = None) -> str:
-    rel = Path(*([".."] * (len(doc.parent.relative_to(REPO).parts)))) / target.relative_to(REPO)
-    return f"[{text or target.relative_to(REPO).as_posix()}]({rel.as_posix()})"
+    """A Markdown link from `doc` to `target`, both in the repository (or a copy of it)."""
+    root = next(p for p in target.parents if (p / "reports").is_dir())
+    rel = os.path.relpath(target, doc.parent) if doc.is_relative_to(root) else target
+    return f"[{text or target.relative_to(root).as_posix()}]({Path(rel).as_posix()})"
 
 
 def _evaluated_on(config: dict[str, Any]) -> str:
@@ -260,8 +263,7 @@ def compute_figure(reports: Path, doc: Path) -> str:
     png = reports / "compute_recipe/accuracy_vs_pflop.png"
     if not png.is_file():
         return ""
-    rel = _link(doc, png).split("](")[1][:-1]
-    return f"![Accuracy against training compute]({rel})\n"
+    return "!" + _link(doc, png, "Accuracy against training compute") + "\n"
 
 
 def recipe_runs(reports: Path, doc: Path) -> str:

@@ -4,6 +4,7 @@ committed reports, links that lead somewhere, and training compute derived as it
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -106,3 +107,45 @@ def test_training_compute_is_logged_or_derived(tmp_path) -> None:
     assert run_pflop(partial) is None and run_pflop(unknown) is None
     assert report_tables._pflop_cell(None) == "not measured"
     assert report_tables._pflop_cell((0.5, False)) == "≈0.500"
+
+
+def test_the_compute_recipe_row_appears_with_its_report(tmp_path, monkeypatch) -> None:
+    """results.json as reports/compute_recipe/summarize.py writes it: a row of seeds' mean and
+    spread, first, and its figure; without the report neither."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for name in ("cpu_recipe", "cpu_recipe_c15_k64", "tf_baseline"):
+        (reports / name).symlink_to(REPO / "reports" / name)
+    readme = tmp_path / "README.md"
+    monkeypatch.setattr(report_tables, "run_pflop", lambda run: (0.5, True))
+    monkeypatch.setattr(report_tables, "_flops_per_image", lambda *args: 1e9)
+    without = report_tables.results(reports, readme)
+    assert "compute recipe" not in without and report_tables.compute_figure(reports, readme) == ""
+
+    runs = [
+        {"run": f"version_{i}", "seed": i, "pflop": 0.25, "budget_pflop": 0.25, "epochs": 30,
+         "fit_minutes": m, "gflops_per_s": g, "val_acc": 90.0, "holdout_acc": a}
+        for i, (m, g, a) in enumerate([(20.0, 210.0, 91.0), (21.0, 200.0, 91.5), (22, 190, 92.0)])
+    ]  # fmt: skip
+    seeds = {
+        "holdout_acc": {"mean": 91.5, "std": 0.5, "min": 91.0, "max": 92.0},
+        "val_acc": {"mean": 90.0, "std": 0.0, "min": 90.0, "max": 90.0},
+        "pflop": {"mean": 0.25, "std": 0.0, "min": 0.25, "max": 0.25},
+    }
+    (reports / "compute_recipe").mkdir()
+    (reports / "compute_recipe/results.json").write_text(json.dumps({"runs": runs, "seeds": seeds}))
+    (reports / "compute_recipe/accuracy_vs_pflop.png").write_bytes(b"")
+    rows = report_tables.results(reports, readme).splitlines()
+    assert rows[2].startswith("| CPU compute recipe, 0.25 PFLOP: mean ± std of 3 seeds |")
+    cells = [c.strip() for c in rows[2].split("|")[2:-1]]
+    assert cells[0] == "**91.5% ± 0.5** (91.0-92.0)" and cells[2:5] == [
+        "21.0 min (mean)",
+        "0.250",
+        "200",
+    ]
+    assert cells[5] == "[compute_recipe](reports/compute_recipe)"
+    figure = report_tables.compute_figure(reports, readme)
+    assert (
+        figure
+        == "![Accuracy against training compute](reports/compute_recipe/accuracy_vs_pflop.png)\n"
+    )
