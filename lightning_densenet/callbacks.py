@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import itertools
-import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,62 +24,67 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from lightning_densenet.errors import UserError
 
 
-class RunCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` whose `last.ckpt` is always the newest state, mid-epoch included.
+def last_checkpoints(every_s: float | None = 300.0) -> list[ModelCheckpoint]:
+    """Lightning's `ModelCheckpoint`s that keep `last.ckpt` the newest state, mid-epoch included.
+
+    One rewrites `last.ckpt` after every epoch (after its validation), improved or not: with
+    no monitor its top-1 file is the latest epoch's, named `last`. (Lightning 2.6's
+    `save_last=True` writes `last.ckpt` at an epoch end only when a top-k file was written
+    there too.) With `every_s`, the other rewrites it after a training batch once that many
+    seconds have passed since its last save (`train_time_interval`: rank 0's clock decides
+    for every process). A resumed run continues within the epoch (see
+    `batches.ResumableLoader`), so a kill loses at most about `every_s` of training.
 
     Args:
-        last_every_s: also rewrite `last.ckpt` after a training batch once this many seconds
-            have passed since the last save (None: only at epoch ends). A resumed run
-            continues within the epoch (see `data.ResumableLoader`), so a kill loses at most
-            this much training. 300 s costs little even for a large model's checkpoint.
-
-    Lightning 2.6 rewrites `last.ckpt` at an epoch end only when a top-k checkpoint was
-    saved there too; here it is rewritten after every epoch, improved or not.
+        every_s: seconds between mid-epoch saves (0: after every batch; None: epoch ends only).
     """
+    if every_s is not None and every_s < 0:
+        raise UserError(f"checkpoint.last_every_s={every_s} must be 0 or more, or null.")
+    # Not OnExceptionCheckpoint (or save_on_exception): tried, it saves on any exception, the
+    # NaN stop's too (a file of the broken step), and under DDP a save on the one process that
+    # raised waits forever at its barrier (Lightning-AI/pytorch-lightning#6430, won't fix).
+    # No version counter: both write the one last.ckpt, and a resumed run rewrites its own.
+    at_epoch_end = ModelCheckpoint(filename="last", enable_version_counter=False)
+    if every_s is None:
+        return [at_epoch_end]
+    # Its top-1 file by `step` is the newest state, named `last` (not `save_last`, which
+    # also saves once more when training ends, after the loops have finished). With a
+    # monitor, and not saving at train epoch ends, ModelCheckpoint defers a save due at an
+    # epoch's last batch to the end of that epoch's validation: saved before it, a run killed
+    # during validation would resume past it and never validate that epoch.
+    timed = ModelCheckpoint(
+        filename="last",
+        monitor="step",
+        mode="max",
+        train_time_interval=timedelta(seconds=every_s),
+        save_on_train_epoch_end=False,
+        enable_version_counter=False,
+    )
+    return [at_epoch_end, timed]
 
-    def __init__(self, *args: Any, last_every_s: float | None = 300.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if last_every_s is not None and last_every_s < 0:
-            raise UserError(f"checkpoint.last_every_s={last_every_s} must be 0 or more, or null.")
-        self.last_every_s = last_every_s
-        self._last_save_time = time.monotonic()
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        self._last_save_time = time.monotonic()
+def run_checkpoints(
+    last_every_s: float | None = 300.0, save_last: bool | str | None = True, **best: Any
+) -> list[ModelCheckpoint]:
+    """The `--checkpoint.*` options as Lightning's `ModelCheckpoint`s: the best checkpoint
+    (`best`: ModelCheckpoint's own options) and, with `save_last`, `last_checkpoints`."""
+    last = last_checkpoints(last_every_s) if save_last else []
+    return [ModelCheckpoint(**best), *last]
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self.last_every_s is None or not self.save_last:
-            return
-        due = time.monotonic() - self._last_save_time >= self.last_every_s
-        due = trainer.strategy.broadcast(due)  # rank 0 decides: every process must save
-        # The last batch of an epoch is saved at the epoch's end, after validation.
-        if due and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            self._save_last(trainer)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last(trainer)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last(trainer)
-
-    def _save_last(self, trainer: pl.Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        if self._last_global_step_saved == trainer.global_step:
-            self._last_save_time = time.monotonic()
+def last_checkpoint_path(trainer: pl.Trainer) -> str:
+    """The `last.ckpt` a `ModelCheckpoint` of this run names (`save_last`, or a top-k file
+    named `last`), once it exists; else ""."""
+    named = (
+        path
+        for callback in trainer.checkpoint_callbacks
+        if isinstance(callback, ModelCheckpoint)
+        for path in (callback.last_model_path, callback.best_model_path)
+        if path and Path(path).stem == ModelCheckpoint.CHECKPOINT_NAME_LAST
+    )
+    # ModelCheckpoint names the file before writing it: a save refused (a non-finite state)
+    # leaves the name of a file that may not exist. Remote paths are taken as written.
+    return next((p for p in named if "://" in p or Path(p).is_file()), "")
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -194,8 +199,7 @@ class StopOnNonFiniteLoss(Callback):
         return trainer.strategy.reduce_boolean_decision(finite, all=True)
 
     def _stop(self, trainer: pl.Trainer, what: str, step: int | None = None) -> NoReturn:
-        ckpt = trainer.checkpoint_callback
-        last = getattr(ckpt, "last_model_path", "") if ckpt is not None else ""
+        last = last_checkpoint_path(trainer)
         kept = f"{last} keeps the last good state" if last else "no checkpoint had been written"
         step = trainer.global_step if step is None else step
         here = (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx)

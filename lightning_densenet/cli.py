@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -33,9 +33,9 @@ from pytorch_lightning.strategies import ParallelStrategy
 from lightning_densenet import curves, runs
 from lightning_densenet.callbacks import (
     PredictionWriter,
-    RunCheckpoint,
     StopOnNonFiniteLoss,
     TrainThroughput,
+    run_checkpoints,
 )
 from lightning_densenet.checkpointing import (
     AppendingCSVLogger,
@@ -47,7 +47,7 @@ from lightning_densenet.data import ImageDataModule
 from lightning_densenet.datasets import default_cache_dir
 from lightning_densenet.errors import UserError, command
 from lightning_densenet.module import DenseNetClassifier
-from lightning_densenet.options import one_line
+from lightning_densenet.options import NonNegativeFloat, one_line
 from lightning_densenet.summary import print_fit_summary, use_reporting_callbacks
 
 
@@ -104,7 +104,18 @@ class DenseNetCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         # Always-on callbacks, still configurable: --checkpoint.monitor, --lr_monitor.*
-        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        # `checkpoint`: ModelCheckpoint's options for the best checkpoint, and how last.ckpt
+        # is kept; `callbacks.run_checkpoints` makes Lightning's ModelCheckpoints of them.
+        parser.add_class_arguments(
+            ModelCheckpoint, "checkpoint", fail_untyped=False, instantiate=False, sub_configs=True
+        )
+        parser.add_argument(
+            "--checkpoint.last_every_s",
+            type=NonNegativeFloat | None,
+            default=300.0,
+            help="Also rewrite last.ckpt within an epoch once this many seconds have passed since"
+            " its last save (0: after every batch; null: at epoch ends only).",
+        )
         parser.set_defaults(
             {
                 # Each DDP process takes its own share in data.BatchIndexSampler; Lightning's
@@ -139,6 +150,11 @@ class DenseNetCLI(LightningCLI):
                 tensorboard,
                 AppendingCSVLogger(root, name=name, version=tensorboard.version, resume=resume),
             ]
+        init = self.config_init[self.subcommand]
+        kwargs["callbacks"] = [
+            *_as_list(init.trainer.callbacks),
+            *run_checkpoints(**init.checkpoint.as_dict()),
+        ]
         trainer = super().instantiate_trainer(**kwargs)
         use_reporting_callbacks(trainer)  # budget in the progress bar, FLOPs in the summary
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
@@ -250,6 +266,13 @@ def _model_options_on_command_line(args: Any) -> set[str]:
         for arg in args
         if isinstance(arg, str) and arg.startswith("--model.")
     }
+
+
+def _as_list(callbacks: Callback | list[Callback] | None) -> list[Callback]:
+    """`trainer.callbacks` as the Trainer takes it (none, one or a list), as a list."""
+    if callbacks is None:
+        return []
+    return list(callbacks) if isinstance(callbacks, list) else [callbacks]
 
 
 def _exact_mean(reduce: Callable[..., Any]) -> Callable[..., Any]:
