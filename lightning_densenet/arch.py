@@ -128,23 +128,22 @@ PRESETS: dict[str, DenseNetConfig] = {
     "densenet_bc_100_k12": cifar_densenet(100, 12, bc=True),  # 0.8M (769,162)
     "densenet_bc_250_k24": cifar_densenet(250, 24, bc=True),  # 15.3M
     "densenet_bc_190_k40": cifar_densenet(190, 40, bc=True),  # 25.6M
-    # Small models for a 2-core CPU: the CPU recipe and the tests.
+    # Small models for a 2-core CPU (docs/cpu-recipe.md has how they were chosen).
     "densenet_bc_40_k12": cifar_densenet(40, 12, bc=True),  # 0.18M
-    # The 30-minute CPU recipe: DenseNet-C (no bottleneck, theta 0.5), L=13, k=48, a 64-wide
-    # stem. Few, wide layers: on 2 CPU cores its convolutions run at ~2.4x the GFLOP/s of
-    # BC-40's 12-channel ones, so it trains at ~70% of BC-40's images per second with 3.5x
-    # the parameters (README, "The 30-minute CPU recipe").
+    # DenseNet-C (no bottleneck, theta 0.5), L=13, k=48, a 64-wide stem. Few, wide layers: on
+    # 2 CPU cores its convolutions run at ~2.4x the GFLOP/s of BC-40's 12-channel ones, so it
+    # trains at ~70% of BC-40's images per second with 3.5x the parameters.
     "densenet_c_13_k48": DenseNetConfig(
         growth_rate=48, block_config=(3, 3, 3), bottleneck=False, num_init_features=64
     ),
-    # The 30-minute CPU recipe since the sample-efficiency grid (README): four blocks (32, 16,
-    # 8 and 4 pixels), one 64-channel layer at full resolution, the rest at 16 pixels or less.
-    # 1.7x the parameters of densenet_c_13_k48 at 2x its images/s on 2 CPU cores.
+    # Four blocks (32, 16, 8 and 4 pixels), one 64-channel layer at full resolution, the rest
+    # at 16 pixels or less: 1.7x the parameters of densenet_c_13_k48 at 2x its images/s.
     "densenet_c_15_k64": DenseNetConfig(
         growth_rate=64, block_config=(1, 3, 3, 3), bottleneck=False, num_init_features=64
     ),
-    # Twice the layers of densenet_c_15_k64 in the last two blocks (8 and 4 pixels) and a
-    # 32-wide stem: 2.6x its parameters at ~94% of its images/s on 2 CPU cores.
+    # The CPU recipes' network (configs/cifar10_cpu.yaml; cifar10_short.yaml swaps its stem
+    # for the whitening one): twice the layers of densenet_c_15_k64 in the last two blocks (8
+    # and 4 pixels) and a 32-wide stem, 2.6x its parameters at ~94% of its images/s.
     "densenet_c_21_k64": DenseNetConfig(
         growth_rate=64, block_config=(1, 3, 6, 6), bottleneck=False, num_init_features=32
     ),
