@@ -203,7 +203,7 @@ def results(reports: Path, doc: Path) -> str:
         found = _json(compute)
         runs, seeds = found["runs"], found["seeds"]
         acc = seeds["holdout_acc"]
-        configs = sorted((reports / "compute_recipe").glob("*/config.yaml"))
+        configs = sorted((reports / "compute_recipe").glob("runs/*/config.yaml"))
         on = _evaluated_on(_config(configs[0].parent)) if configs else "held-out images"
         rows.append(
             [
@@ -211,7 +211,8 @@ def results(reports: Path, doc: Path) -> str:
                 f"{len(runs)} seeds",
                 f"**{acc['mean']:.1f}% ± {acc['std']:.1f}** ({acc['min']:.1f}-{acc['max']:.1f})",
                 on,
-                f"{statistics.mean(r['fit_minutes'] for r in runs):.1f} min (mean)",
+                f"{statistics.mean(r['fit_minutes'] for r in runs):.1f} min (mean; "
+                f"{found.get('cores', 2)} of the 2 cores)",
                 f"{seeds['pflop']['mean']:.3f}",
                 f"{statistics.mean(r['gflops_per_s'] for r in runs):.0f}",
                 _link(doc, reports / "compute_recipe", "compute_recipe"),
@@ -256,6 +257,33 @@ def results(reports: Path, doc: Path) -> str:
     rows.append(["the CPU recipe on CIFAR-100 (`cifar100_cpu.yaml`)", *[NOT_MEASURED] * 5, ""])
     header = ["recipe", "accuracy", "measured on", "training wall time", "PFLOP", "GFLOP/s"]
     return _table([*header, "report"], rows, "llllrrl")
+
+
+def compute_runs(reports: Path, doc: Path) -> str:
+    """The compute recipe's seeds and the baseline on the same budget, once committed."""
+    path = reports / "compute_recipe/results.json"
+    if not path.is_file():
+        return ""
+    found = _json(path)
+
+    def cells(label: str, r: dict[str, Any]) -> list[str]:
+        return [
+            f"{label}, seed {r['seed']}",
+            f"{r['pflop']:.3f}",
+            str(r["epochs"]),
+            f"{r['val_acc']:.2f}%",
+            f"{r['holdout_acc']:.2f}%",
+            f"{r['fit_minutes']:.1f}",
+            f"{r['gflops_per_s']:.0f}",
+        ]
+
+    rows = [cells("`cifar10_short.yaml`", r) for r in found["runs"]]
+    acc, n = found["seeds"]["holdout_acc"], len(found["runs"])
+    mean = f"**{acc['mean']:.2f}% ± {acc['std']:.2f}**"
+    rows.append([f"**mean of {n} seed{'s' if n > 1 else ''}**", "", "", "", mean, "", ""])
+    rows += [cells(r["label"], r) for r in found.get("baselines", [])]
+    header = ["run", "PFLOP", "epochs", "val/acc (1,000)", "hold-out (5,000)", "minutes"]
+    return _table([*header, "GFLOP/s (1 core)"], rows, "lrrrrrr")
 
 
 def compute_figure(reports: Path, doc: Path) -> str:
@@ -717,6 +745,7 @@ def presets(reports: Path, doc: Path) -> str:
 
 TABLES: dict[str, Callable[[Path, Path], str]] = {
     "results": results,
+    "compute-runs": compute_runs,
     "compute-figure": compute_figure,
     "fit-summary": fit_summary,
     "cpu-config": cpu_config,

@@ -8,6 +8,7 @@ Imported as `tests.helpers` (pytest puts the repository root on `sys.path`, see 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,19 @@ def cli_args(
         *("--data.val_size", str(val_size), "--trainer.default_root_dir", str(runs)),
         *extra,
     ]
+
+
+def ddp_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a DDP `python -m lightning_densenet` run on this 2-core machine:
+    one thread per process, `tmp_path` importable (for callbacks the test writes there), and
+    `RECORD_DIR` (created) where such callbacks write what each process saw."""
+    (tmp_path / "rec").mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",  # two processes on a 2-core machine
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "RECORD_DIR": str(tmp_path / "rec"),
+    }
 
 
 def metrics(run: Path) -> list[dict[str, str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from tests.fake_data import write_cifar
-from tests.helpers import QUIET, cli_args, is_fraction_of, last, metrics
+from tests.helpers import QUIET, cli_args, ddp_env, is_fraction_of, last, metrics
 
 RECORDER = '''
 import hashlib, json, os
@@ -82,14 +81,7 @@ N_VAL, N_TEST, BATCH = 41, 23, 16
 def setup(tmp_path):
     cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=360 + N_VAL, n_test=N_TEST)
     (tmp_path / "recorder.py").write_text(RECORDER)
-    (tmp_path / "rec").mkdir()
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",  # two processes on a 2-core machine
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-        "RECORD_DIR": str(tmp_path / "rec"),
-    }
-    return cifar, env
+    return cifar, ddp_env(tmp_path)
 
 
 def _cli(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

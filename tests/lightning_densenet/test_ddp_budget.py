@@ -11,14 +11,13 @@ reports a collective mismatch).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.fake_data import write_cifar
-from tests.helpers import QUIET, cli_args
+from tests.helpers import QUIET, cli_args, ddp_env
 
 FAST_CLOCK = """
 import os
@@ -69,13 +68,7 @@ def test_ddp_ranks_share_the_budget_clock(tmp_path) -> None:
     cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=400, n_test=8)
     (tmp_path / "sitecustomize.py").write_text(FAST_CLOCK)
     (tmp_path / "recorder.py").write_text(RECORDER)
-    (tmp_path / "rec").mkdir()
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",  # two processes on a 2-core machine
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-        "RECORD_DIR": str(tmp_path / "rec"),
-    }
+    env = ddp_env(tmp_path)
     args = cli_args(
         "fit",
         cifar.root,
