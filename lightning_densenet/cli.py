@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,7 +28,6 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
-from pytorch_lightning.strategies import ParallelStrategy
 
 from lightning_densenet import curves, runs
 from lightning_densenet.callbacks import (
@@ -159,8 +158,6 @@ class DenseNetCLI(LightningCLI):
         use_reporting_callbacks(trainer)  # budget in the progress bar, FLOPs in the summary
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        if isinstance(trainer.strategy, ParallelStrategy):
-            trainer.strategy.reduce = _exact_mean(trainer.strategy.reduce)  # type: ignore[method-assign]
         if self.subcommand == "fit":
             trainer.callbacks.append(StopOnNonFiniteLoss())
         if self.subcommand == "predict":
@@ -273,24 +270,6 @@ def _as_list(callbacks: Callback | list[Callback] | None) -> list[Callback]:
     if callbacks is None:
         return []
     return list(callbacks) if isinstance(callbacks, list) else [callbacks]
-
-
-def _exact_mean(reduce: Callable[..., Any]) -> Callable[..., Any]:
-    """`Strategy.reduce` that averages integer tensors as floats.
-
-    An epoch mean (`self.log(..., sync_dist=True)`) is a synced sum over a synced image
-    count; Lightning 2.6 keeps the count an integer, so averaging it over processes (gloo:
-    sum, then integer division) truncates it whenever the processes hold different numbers
-    of images (41 validation images over 2 processes: 20.5 becomes 20, the loss 2.5% high).
-    """
-
-    def wrapped(tensor: Any, group: Any = None, reduce_op: Any = "mean") -> Any:
-        mean = str(reduce_op).lower() in ("mean", "avg", "reduceop.avg")
-        if mean and isinstance(tensor, torch.Tensor) and not tensor.is_floating_point():
-            tensor = tensor.double()
-        return reduce(tensor, group=group, reduce_op=reduce_op)
-
-    return wrapped
 
 
 def _run_of(ckpt: Path, state: dict[str, Any]) -> Path | None:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, EMAWeightAveraging
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_densenet.arch import DenseNetConfig, resolve_arch
@@ -168,6 +168,9 @@ class DenseNetClassifier(pl.LightningModule):
         self.train_metrics = _accuracy(num_classes, "train/")
         self.val_metrics = _accuracy(num_classes, "val/")
         self.test_metrics = _accuracy(num_classes, "test/")
+        # Each split's epoch loss, the mean over every image of every process (see `_step`).
+        splits = ("train/", "val/", "test/")  # by the metrics' prefix
+        self.mean_losses = nn.ModuleDict({s: MeanMetric(nan_strategy="disable") for s in splits})
 
     def setup(self, stage: str) -> None:
         # Compiling here rather than in __init__ keeps a plain module for checkpoint loading;
@@ -224,14 +227,17 @@ class DenseNetClassifier(pl.LightningModule):
         logits = self(x) if training else self._eval_logits(x)
         smoothing = self.hparams.label_smoothing if training else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        self.log(
-            f"{metrics.prefix}loss",
-            loss,
-            on_step=training,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=True,
-        )
+        if training:  # the step's loss: the mean over the processes' equal batches
+            self.log(
+                "train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True
+            )
+        # The epoch's, over every image of every process: torchmetrics sums the states, exact
+        # with unequal shares (41 validation images on 2). One value per image, as
+        # nan_strategy="disable" (no host sync) drops a weight (Lightning-AI/torchmetrics#3434).
+        mean_loss = self.mean_losses[metrics.prefix]
+        mean_loss.update(loss.detach().expand(len(y)))
+        name = "train/loss_epoch" if training else f"{metrics.prefix}loss"
+        self.log(name, mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         metrics.update(logits, y)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
