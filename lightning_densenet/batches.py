@@ -132,6 +132,9 @@ class BatchIndexSampler(Sampler[Tensor]):
         return torch.tensor_split(group, world)[self.rank]
 
 
+# Not torchdata's StatefulDataLoader: tried, it resumes this sampler mid-epoch on its own, but
+# Lightning 2.6 never calls its load_state_dict here (estimated_stepping_batches builds it before
+# the restore, pytorch-lightning#20550): killed at step 15 and resumed, the weights differed.
 class ResumableLoader(DataLoader):
     """The training DataLoader, whose place within an epoch goes into checkpoints.
 

@@ -115,6 +115,7 @@ class StopOnNonFiniteLoss(Callback):
         self._loss = torch.zeros(())
         self._where: dict[int, tuple[int, int]] = {}
         self._batches = 0
+        self._batch_idx = 0  # of the batch in progress, within its epoch
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         device = trainer.strategy.root_device
@@ -124,6 +125,11 @@ class StopOnNonFiniteLoss(Callback):
         if self._every > 1:
             self._first = torch.full((2,), -1, dtype=torch.long, device=device)
             self._loss = torch.zeros((), device=device)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch_idx = batch_idx
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
@@ -135,7 +141,7 @@ class StopOnNonFiniteLoss(Callback):
                 value = loss.item() if not finite else "non-finite on another process"
                 self._stop(trainer, f"The training loss became {value} at global step", step)
             return
-        self._where[step] = (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx)
+        self._where[step] = (trainer.current_epoch, self._batch_idx)
         bad = ~torch.isfinite(loss.detach()).all()
         first = bad & (self._first[0] < 0)
         self._loss = torch.where(first, loss.detach().float(), self._loss)
@@ -150,7 +156,8 @@ class StopOnNonFiniteLoss(Callback):
         batch_idx: int,
     ) -> None:
         params = [p.detach() for p in pl_module.parameters()]
-        # The largest |weight| of each tensor: one fused reduction.
+        # The largest |weight| of each tensor: one fused reduction. Private (private_api.py):
+        # its public form, torch.nn.utils.get_total_norm, needs torch 2.6.
         bad = ~torch.stack(torch._foreach_norm(params, float("inf"))).isfinite().all()
         step = trainer.global_step - 1  # the update that just ran
         if self._first is None:
@@ -202,7 +209,7 @@ class StopOnNonFiniteLoss(Callback):
         last = last_checkpoint_path(trainer)
         kept = f"{last} keeps the last good state" if last else "no checkpoint had been written"
         step = trainer.global_step if step is None else step
-        here = (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx)
+        here = (trainer.current_epoch, self._batch_idx)
         epoch, batch = self._where.get(step, here)
         raise UserError(
             f"{what} {step} (epoch {epoch}, batch {batch}), so training stopped and {kept}: "
@@ -253,6 +260,7 @@ class TrainThroughput(ThroughputMonitor):
         elif not trainer.sanity_checking:
             # Timed, so that validation is taken out of `train/time`, but not logged: Lightning
             # numbers these rows by validation batch, amid the training steps in metrics.csv.
+            # Private (private_api.py): no public call records a batch's time alone.
             self._update(trainer, pl_module, batch, 0)
 
 

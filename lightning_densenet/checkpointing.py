@@ -105,6 +105,7 @@ def first_logged_step(checkpoint: dict[str, Any]) -> int:
     """
     try:
         fit = checkpoint["loops"]["fit_loop"]
+        # Private (private_api.py): the checkpoint holds no public form of this count.
         stepped = int(fit["epoch_loop.state_dict"]["_batches_that_stepped"])
         total = fit["epoch_loop.batch_progress"]["total"]
     except (KeyError, TypeError):
@@ -125,6 +126,8 @@ class _AppendingWriter(ExperimentWriter):
         self._resume = resume
         super().__init__(log_dir)
 
+    # Private (private_api.py), as `_fs`: the writer's __init__ calls this check, which
+    # deletes metrics.csv, and no option keeps the file.
     def _check_log_dir_exists(self) -> None:
         if not self._resume:
             super()._check_log_dir_exists()  # a fresh run: Lightning's behaviour
@@ -155,6 +158,7 @@ class AppendingCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
+        # Private (private_api.py): CSVLogger.experiment, with our writer in Lightning's place.
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(self.log_dir, self._resume)
