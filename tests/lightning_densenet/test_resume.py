@@ -88,6 +88,8 @@ PER_PROCESS = (
     "train/samples",
     "train/device/batches_per_sec",
     "train/device/samples_per_sec",
+    "train/device/flops_per_sec",
+    "train/gflops_per_s",  # the compute so far over the budget's clock: a timing
 )
 
 
