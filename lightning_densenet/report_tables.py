@@ -207,9 +207,11 @@ def results(reports: Path, doc: Path) -> str:
         on = _evaluated_on(_config(configs[0].parent)) if configs else "held-out images"
         rows.append(
             [
-                f"CPU compute recipe, {runs[0]['budget_pflop']:g} PFLOP: mean ± std of "
-                f"{len(runs)} seeds",
-                f"**{acc['mean']:.1f}% ± {acc['std']:.1f}** ({acc['min']:.1f}-{acc['max']:.1f})",
+                f"CPU compute recipe (`cifar10_short.yaml`), {runs[0]['budget_pflop']:g} PFLOP: "
+                + (f"mean ± std of {len(runs)} seeds" if len(runs) > 1 else "1 seed"),
+                f"**{acc['mean']:.1f}% ± {acc['std']:.1f}** ({acc['min']:.1f}-{acc['max']:.1f})"
+                if len(runs) > 1
+                else f"{acc['mean']:.1f}%",
                 on,
                 f"{statistics.mean(r['fit_minutes'] for r in runs):.1f} min (mean; "
                 f"{found.get('cores', 2)} of the 2 cores)",

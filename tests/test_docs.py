@@ -136,10 +136,11 @@ def test_the_compute_recipe_row_appears_with_its_report(tmp_path, monkeypatch) -
     (reports / "compute_recipe/results.json").write_text(json.dumps({"runs": runs, "seeds": seeds}))
     (reports / "compute_recipe/accuracy_vs_pflop.png").write_bytes(b"")
     rows = report_tables.results(reports, readme).splitlines()
-    assert rows[2].startswith("| CPU compute recipe, 0.25 PFLOP: mean ± std of 3 seeds |")
+    label = "| CPU compute recipe (`cifar10_short.yaml`), 0.25 PFLOP: mean ± std of 3 seeds |"
+    assert rows[2].startswith(label)
     cells = [c.strip() for c in rows[2].split("|")[2:-1]]
     assert cells[0] == "**91.5% ± 0.5** (91.0-92.0)" and cells[2:5] == [
-        "21.0 min (mean)",
+        "21.0 min (mean; 2 of the 2 cores)",
         "0.250",
         "200",
     ]

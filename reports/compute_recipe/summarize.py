@@ -1,0 +1,131 @@
+"""Seeds of a compute-budgeted recipe: a table, a JSON and accuracy against training compute.
+
+    python reports/compute_recipe/summarize.py OUT_DIR RUN_DIR [RUN_DIR ...] \
+        [--baseline LABEL=RUN_DIR ...]
+
+Each RUN_DIR holds a fit run's `config.yaml` and `metrics.csv` and the `test_metrics.csv` of
+`test` on its last checkpoint (the hold-out, read once). The RUN_DIRs are seeds of one
+recipe; a `--baseline` is another recipe on the same budget, shown beside them. OUT_DIR gets
+`results.json`, `results.md` (one row per run; the seeds' mean, sample standard deviation and
+range) and `accuracy_vs_pflop.png`, with the reference points of `OUT_DIR/reference.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+
+from lightning_densenet.curves import read_epochs
+
+
+def _last(path: Path, key: str) -> float:
+    with path.open() as f:
+        return [float(r[key]) for r in csv.DictReader(f) if r.get(key)][-1]
+
+
+def run_summary(run: Path) -> dict:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    curve = read_epochs(run / "metrics.csv")
+    metrics_csv = run / "metrics.csv"
+    return {
+        "run": run.name,
+        "seed": config["seed_everything"],
+        "pflop": round(_last(metrics_csv, "train/pflop"), 4),
+        "budget_pflop": config["model"]["budget_pflop"],
+        "epochs": len(curve["epoch"]),
+        "fit_minutes": round(curve["minutes"][-1], 2),
+        "gflops_per_s": round(_last(metrics_csv, "train/gflops_per_s"), 1),
+        "val_acc": round(100 * curve["val_acc"][-1], 2),
+        "holdout_acc": round(100 * _last(run / "test_metrics.csv", "test/acc"), 2),
+    }
+
+
+def spread(values: list[float]) -> dict:
+    return {
+        "mean": round(statistics.mean(values), 2),
+        "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def _row(label: str, r: dict) -> str:
+    return (
+        f"| {label} | {r['seed']} | {r['pflop']:.3f} | {r['epochs']} | {r['fit_minutes']} "
+        f"| {r['gflops_per_s']} | {r['val_acc']:.2f}% | {r['holdout_acc']:.2f}% |"
+    )
+
+
+def main(out: Path, runs: list[Path], baselines: dict[str, Path]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [run_summary(run) for run in runs]
+    others = {label: run_summary(run) for label, run in baselines.items()}
+    stats = {key: spread([r[key] for r in rows]) for key in ("holdout_acc", "val_acc", "pflop")}
+    results = {
+        # Each run trained on one core of the 2-core machine (pinned with taskset, one
+        # thread) while other work used the other: its minutes and GFLOP/s are one core's.
+        "cores": 1,
+        "runs": rows,
+        "seeds": stats,
+        "baselines": [{"label": label, **r} for label, r in others.items()],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    lines = [
+        "| run | seed | PFLOP | epochs | fit minutes | GFLOP/s | val acc (1,000) "
+        "| hold-out acc (5,000) |",
+        "|---|---|---|---|---|---|---|---|",
+        *(_row(r["run"], r) for r in rows),
+    ]
+    h = stats["holdout_acc"]
+    lines.append(
+        f"| **{len(rows)} seed{'s' if len(rows) > 1 else ''}** | | "
+        f"{stats['pflop']['mean']:.3f} | | | | "
+        f"{stats['val_acc']['mean']:.2f}% | **{h['mean']:.2f}% ± {h['std']:.2f}** "
+        f"({h['min']:.2f}-{h['max']:.2f}) |"
+    )
+    lines += [_row(f"baseline: {label}", r) for label, r in others.items()]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    curves = [
+        (f"{r['run']} (seed {r['seed']})", r, run, "-") for r, run in zip(rows, runs, strict=True)
+    ]
+    curves += [(label, others[label], run, "--") for label, run in baselines.items()]
+    for label, r, run, style in curves:
+        curve = read_epochs(run / "metrics.csv")
+        (line,) = ax.plot(curve["pflop"], [100 * a for a in curve["val_acc"]], style, alpha=0.6,
+                          label=f"{label}: validation, 1,000 images")  # fmt: skip
+        ax.plot([r["pflop"]], [r["holdout_acc"]], "o", color=line.get_color(),
+                label=f"{label}: hold-out, 5,000 images")  # fmt: skip
+    for point in json.loads((out / "reference.json").read_text())["points"]:
+        ax.plot([point["pflop"]], [point["accuracy"]], point.get("marker", "*"), markersize=10,
+                label=point["label"])  # fmt: skip
+    ax.set(xlabel="training compute, PFLOP", ylabel="accuracy, %",
+           title="CIFAR-10 (shared JPEG copy): accuracy against training compute")  # fmt: skip
+    ax.set_xlim(0.1, 0.36)
+    ax.set_ylim(70, 92)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_pflop.png", dpi=120)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--baseline", action="append", default=[], metavar="LABEL=RUN_DIR")
+    args = parser.parse_args()
+    baselines = {label: Path(run) for label, run in (b.split("=", 1) for b in args.baseline)}
+    main(args.out, args.runs, baselines)
