@@ -382,7 +382,9 @@ class DenseNetClassifier(pl.LightningModule):
         scheduler.step()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._budget_fraction >= 1:
+        # With a budget, the end of the steps (max_steps, or max_epochs) stops the same way.
+        budget = self.hparams.budget_minutes or self.hparams.budget_pflop
+        if budget and self.training_fraction(self.global_step) >= 1:
             self.trainer.should_stop = True  # Lightning validates once more, then stops
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
