@@ -332,10 +332,8 @@ class ImageDataModule(pl.LightningDataModule):
         trainer = self.trainer  # None when used without a Trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(
-        self, data: InMemoryImages, batch_size: int, *, shuffle: bool, shard: bool = True
-    ) -> Any:
-        rank, world = self._rank() if shard else (0, 1)
+    def _loader(self, data: InMemoryImages, batch_size: int, *, shuffle: bool) -> Any:
+        rank, world = self._rank()
         sampler = BatchIndexSampler(
             len(data),
             batch_size,
