@@ -207,7 +207,31 @@ def test_bad_architectures_name_the_problem(arch: object, message: str) -> None:
         resolve_arch(arch)
 
 
-def test_cifar_depth_rule() -> None:
-    assert cifar_densenet(100, 12, bc=True) == PRESETS["densenet_bc_100_k12"]
+# Section 3 of the paper, written out: L = 3n + 4 for three blocks of n layers, each layer one
+# 3x3 conv (n = (L - 4) / 3), or two with the bottleneck of DenseNet-BC (n = (L - 4) / 6);
+# theta = 0.5 and a 2k-wide stem with BC, theta = 1 and a 16-wide stem without.
+PAPER_LAYERS_PER_BLOCK = [
+    # (L, k, BC, n)
+    (40, 12, False, 12),
+    (100, 12, False, 32),
+    (100, 24, False, 32),
+    (100, 12, True, 16),
+    (250, 24, True, 41),
+    (190, 40, True, 31),
+]
+
+
+@pytest.mark.parametrize(("depth", "k", "bc", "n"), PAPER_LAYERS_PER_BLOCK)
+def test_cifar_depth_rule(depth: int, k: int, bc: bool, n: int) -> None:
+    config = cifar_densenet(depth, k, bc=bc)
+    assert config.block_config == (n, n, n) and config.growth_rate == k
+    assert (config.bottleneck, config.compression) == ((True, 0.5) if bc else (False, 1.0))
+    assert config.init_features == (2 * k if bc else 16)
+    assert config.depth == depth
+
+
+def test_cifar_depth_rule_refuses_other_depths() -> None:
     with pytest.raises(UserError, match="depth = 6n \\+ 4"):
         cifar_densenet(101, 12, bc=True)
+    with pytest.raises(UserError, match="depth = 3n \\+ 4"):
+        cifar_densenet(41, 12, bc=False)
