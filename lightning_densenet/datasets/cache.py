@@ -1,6 +1,8 @@
 """The .npz cache of decoded images: one file per source and split, found by a key.
 
-The key holds the source's fingerprint, so a stale file is overwritten, never piled up.
+The key holds the source's fingerprint (`archive_fingerprint`, `folder_fingerprint`), which
+changes when any image's path, size or mtime does, so a stale file is overwritten, never piled
+up. Keep the names and key strings as they are: a cache written before is found by them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,24 @@ def cache_path(source: Path, split: str, cache_dir: str | Path | None) -> Path:
     tag = hashlib.sha256(str(source).encode()).hexdigest()[:16]
     stem = source.name.split(".")[0] or "data"
     return Path(cache_dir or default_cache_dir()) / f"{stem}-{split}-{tag}.npz"
+
+
+def archive_fingerprint(root: Path) -> str | None:
+    """Identifies an archive's content by path, size and mtime; None when `root` is no file."""
+    if not root.is_file():
+        return None
+    path, stat = root.resolve(), root.stat()
+    return f"archive:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def folder_fingerprint(
+    path: Path, classes: tuple[str, ...], stats: list[tuple[str, int, int]]
+) -> str:
+    """Identifies one split of a folder by its images' (name, size, mtime) and the classes
+    (labels index them, so they are part of it)."""
+    return (
+        "folder:" + hashlib.sha256(repr((str(path), classes, sorted(stats))).encode()).hexdigest()
+    )
 
 
 def cache_key(fingerprint: str, split: str) -> str:

@@ -1,24 +1,42 @@
-"""CIFAR-10 and CIFAR-100 (fine labels) from the official "python version" pickles.
+"""CIFAR-10 and CIFAR-100 (fine labels): the official "python version" archives and pickles.
 
-torchvision's `CIFAR10` reads the same files, but needs torch; this reader serves both
-frameworks and validates the files by shape and content (md5 is checked only on download).
+Both frameworks download the same archive (`cifar_archive`: its URL and md5), each with its
+own client (torchvision's `download_and_extract_archive`, `keras.utils.get_file`; neither
+takes a timeout, hence `socket_timeout`), and fail with the same sentence
+(`download_failed`). This reader then serves both: torchvision's `CIFAR10` reads the same
+files but needs torch. It validates the files by shape and content (md5 is checked only on
+download) and unpickles them with `ArrayUnpickler`, which runs no code.
 """
 
 from __future__ import annotations
 
+import codecs
+import pickle
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, NoReturn
 
 import numpy as np
 
 from lightning_densenet.datasets.arrays import ArrayDataset, Split
-from lightning_densenet.datasets.pickles import ArrayUnpickler
 from lightning_densenet.errors import UserError
 
 CifarName = Literal["cifar10", "cifar100"]
+DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation: a stalled connection fails instead of hanging
+
+
+class CifarArchive(NamedTuple):
+    """The official archive of a CIFAR dataset (torchvision's `url`, `filename`, `tgz_md5`)."""
+
+    url: str
+    filename: str
+    md5: str
 
 
 class _CifarFiles(NamedTuple):
+    archive: CifarArchive
     folder: str  # what the official archive unpacks to
     train: tuple[str, ...]
     test: tuple[str, ...]
@@ -29,6 +47,11 @@ class _CifarFiles(NamedTuple):
 
 _CIFAR = {
     "cifar10": _CifarFiles(
+        CifarArchive(
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            "cifar-10-python.tar.gz",
+            "c58f30108f718f92721af3b95e74349a",
+        ),
         "cifar-10-batches-py",
         tuple(f"data_batch_{i}" for i in range(1, 6)),
         ("test_batch",),
@@ -37,9 +60,24 @@ _CIFAR = {
         "label_names",
     ),
     "cifar100": _CifarFiles(
-        "cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names"
+        CifarArchive(
+            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            "cifar-100-python.tar.gz",
+            "eb9058c3a382ffc7106e4002c42a8d85",
+        ),
+        "cifar-100-python",
+        ("train",),
+        ("test",),
+        "meta",
+        "fine_labels",
+        "fine_label_names",
     ),
 }
+
+
+def cifar_archive(name: CifarName) -> CifarArchive:
+    """Where the official archive is downloaded from, and its md5."""
+    return _cifar_files(name).archive
 
 
 def cifar_folder(name: CifarName) -> str:
@@ -127,3 +165,50 @@ def _corrupt(path: Path, name: str, reason: str) -> NoReturn:
         f"{name} file {path} is corrupt ({reason}): delete {path.parent} and download it again "
         "(data.download: true)."
     )
+
+
+# --- Downloading: what both frameworks' downloads share ----------------------------------------
+
+
+@contextmanager
+def socket_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
+    """The process-wide socket timeout for a download whose client takes none of its own
+    (torchvision's urlopen, keras.utils.get_file)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def download_failed(name: CifarName, url: str, root: str | Path, reason: object) -> UserError:
+    """The one sentence both frameworks give when a CIFAR download fails."""
+    return UserError(
+        f"Downloading {name} from {url} into {root} failed ({reason}): point "
+        f"--data.root at a folder holding {cifar_folder(name)}/, or use "
+        "--data.dataset imagefolder --data.root DIR_OR_TAR."
+    )
+
+
+# --- Unpickling: arrays, and nothing that runs code -----------------------------------------
+
+# The only globals the CIFAR pickles need: numpy arrays, dtypes and protocol-2 bytes. Found
+# through __reduce__ so numpy 1.x (numpy.core) and 2.x (numpy._core) pickles both resolve.
+_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
+    ("multiarray", "scalar"): np.float64(0).__reduce__()[0],
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts of numpy arrays, lists and strings, and nothing that could run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = (module.rsplit(".", 1)[-1] if module.startswith("numpy.") else module, name)
+        if key not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+        return _PICKLE_GLOBALS[key]

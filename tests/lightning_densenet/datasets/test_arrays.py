@@ -1,4 +1,5 @@
-"""The seeded train/validation split both frameworks use."""
+"""The seeded train/validation split both frameworks use, and per-channel statistics
+(against hand-computed values and float64 numpy)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from lightning_densenet import UserError
-from lightning_densenet.datasets import train_val_split
+from lightning_densenet.datasets import channel_stats, train_val_split
 
 
 def test_train_val_split_is_disjoint_seeded_and_bounded() -> None:
@@ -38,3 +39,21 @@ def test_train_val_split_is_disjoint_seeded_and_bounded() -> None:
 def test_train_val_split_rejects_bad_sizes(n, val_size, max_train, message) -> None:
     with pytest.raises(UserError, match=message):
         train_val_split(n, val_size, 0, max_train)
+
+
+def test_channel_stats_by_hand() -> None:
+    images = np.zeros((2, 1, 2, 3), np.uint8)
+    images[..., 0] = [[[0, 255]], [[255, 255]]]  # R: 0, 1, 1, 1 -> mean 0.75, std sqrt(3)/4
+    images[..., 1] = 51  # G: constant 0.2 -> std 0
+    images[..., 2] = [[[0, 0]], [[102, 102]]]  # B: 0, 0, 0.4, 0.4 -> mean 0.2, std 0.2
+    mean, std = channel_stats(images)
+    np.testing.assert_allclose(mean, (0.75, 0.2, 0.2), rtol=1e-12)
+    np.testing.assert_allclose(std, (np.sqrt(3) / 4, 0.0, 0.2), rtol=1e-12, atol=1e-15)
+
+
+def test_channel_stats_matches_float64_numpy() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (7, 5, 4, 3), dtype=np.uint8)
+    mean, std = channel_stats(images)
+    floats = images.astype(np.float64) / 255
+    np.testing.assert_allclose(mean, floats.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std, floats.std(axis=(0, 1, 2)), rtol=1e-12)

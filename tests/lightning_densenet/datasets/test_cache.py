@@ -11,9 +11,8 @@ from PIL import Image
 
 from lightning_densenet import UserError
 from lightning_densenet.datasets import has_split, image_folder_classes, load_image_folder
-from lightning_densenet.datasets.cache import cache_key, cache_path
-from lightning_densenet.datasets.fingerprint import folder_fingerprint
-from lightning_densenet.datasets.listing import archive_listing
+from lightning_densenet.datasets.cache import cache_key, cache_path, folder_fingerprint
+from lightning_densenet.datasets.image_folder import archive_listing
 from tests.fake_data import write_images, write_tar
 
 

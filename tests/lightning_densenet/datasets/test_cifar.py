@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from lightning_densenet import UserError
-from lightning_densenet.datasets import cifar_classes, cifar_is_present, load_cifar
+from lightning_densenet.datasets import (
+    cifar_archive,
+    cifar_classes,
+    cifar_is_present,
+    load_cifar,
+)
 from tests.fake_data import write_cifar
 
 
@@ -84,3 +89,11 @@ def test_cifar_pickles_cannot_run_code(tmp_path) -> None:
     with pytest.raises(UserError, match=r"test_batch is corrupt .*unexpected object"):
         load_cifar(tmp_path, "cifar10", "test")
     assert not target.exists()  # ...the CIFAR reader refuses it
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_archive_is_the_one_torchvision_downloads(name) -> None:
+    from torchvision.datasets import CIFAR10, CIFAR100  # the one test here that needs torch
+
+    official = CIFAR10 if name == "cifar10" else CIFAR100
+    assert cifar_archive(name) == (official.url, official.filename, official.tgz_md5)
