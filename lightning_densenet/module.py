@@ -7,9 +7,11 @@ with `nn.Module.compile`, so checkpoints hold `model.features...` keys with no
 Options for fast, small-budget training (each off by default, so the paper's recipe is
 unchanged): `budget_minutes` and `budget_pflop` (a schedule on the fraction of a time or
 compute budget used, that always finishes), `ema_decay` (evaluate and save an exponential
-moving average of the weights, through Lightning's `EMAWeightAveraging`), `tta` and
-`tta_shift` (average the logits of mirrored and shifted views), `progressive_size` (train
-on smaller images first) and `norm_weight_decay` (no decay on BatchNorm and biases).
+moving average of the weights, through Lightning's `EMAWeightAveraging`), `lookahead_every`
+(train from a slow average of the weights and BatchNorm statistics: `lookahead.py`), `tta`
+and `tta_shift` (average the logits of mirrored and shifted views), `progressive_size`
+(train on smaller images first), and for BatchNorm and biases `norm_weight_decay` (their
+decay), `norm_scale` (BatchNorm's scale frozen at 1) and `norm_lr_scale` (their own lr).
 
 Training compute is counted as it goes: `train/pflop` (every image trained on times the
 network's forward and backward FLOPs at the size it was trained at, all processes together)
@@ -33,6 +35,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_densenet.arch import DenseNetConfig, resolve_arch
 from lightning_densenet.errors import UserError
 from lightning_densenet.flops import training_flops_per_image
+from lightning_densenet.lookahead import lookahead_decay, lookahead_step, slow_copy
 from lightning_densenet.model import DenseNet
 from lightning_densenet.options import (
     FractionOfTraining,
@@ -64,6 +67,11 @@ class DenseNetClassifier(pl.LightningModule):
         norm_weight_decay: the decay of BatchNorm's scales and shifts and of every bias
             (None: `weight_decay`, as in the paper). 0 is usual in fast CIFAR training: these
             parameters do not set a layer's scale, so decaying them only pulls them to 0.
+        norm_scale: train BatchNorm's scales (the paper). False freezes them at 1, as airbench
+            does: a ReLU and a convolution follow each BatchNorm, so the scale only repeats
+            what the next convolution's weights can learn.
+        norm_lr_scale: the learning rate of BatchNorm's shifts (and scales) and of every bias,
+            as a multiple of `lr` (1: the same; airbench trains its shifts 64 times faster).
         schedule: `step` divides lr by 10 at each of `milestones` (fractions of training;
             the paper: 50% and 75%); `cosine` anneals to 0; `onecycle` warms up for
             `warmup` of training then anneals; `constant` keeps lr.
@@ -88,6 +96,12 @@ class DenseNetClassifier(pl.LightningModule):
             with this decay per step; validation runs on it and checkpoints save it as the
             model's `state_dict`, so `test` and `predict` use it (the raw weights are kept in
             the checkpoint too, under `current_model_state`).
+        lookahead_every: > 0 keeps a slow copy of the weights and BatchNorm statistics that
+            every this many steps moves towards the trained ones, which are then set to it
+            (`lookahead.py`; airbench: 5); the last step sets the network to the slow copy.
+            0: off.
+        lookahead_decay: the slow copy's per-step decay at the end of training; it grows from
+            0 as the cube of the fraction of training done.
         tta: evaluate on the mean logits of each image and its horizontal mirror
             (validation, test and predict; training is unchanged).
         tta_shift: with `tta`, also the views shifted diagonally by this many pixels, up-left
@@ -113,6 +127,8 @@ class DenseNetClassifier(pl.LightningModule):
         nesterov: bool = True,
         weight_decay: float = 1e-4,
         norm_weight_decay: float | None = None,
+        norm_scale: bool = True,
+        norm_lr_scale: float = 1.0,
         schedule: Schedule = "step",
         milestones: tuple[float, ...] = (0.5, 0.75),
         warmup: float = 0.3,
@@ -124,6 +140,8 @@ class DenseNetClassifier(pl.LightningModule):
         budget_minutes: float | None = None,
         budget_pflop: float | None = None,
         ema_decay: float = 0.0,
+        lookahead_every: int = 0,
+        lookahead_decay: float = 0.95,
         tta: bool = False,
         tta_shift: int = 0,
         progressive_size: int | None = None,
@@ -143,12 +161,20 @@ class DenseNetClassifier(pl.LightningModule):
             check("model.budget_pflop", budget_pflop, PositiveFloat)
         if norm_weight_decay is not None:
             check("model.norm_weight_decay", norm_weight_decay, NonNegativeFloat)
+        check("model.norm_lr_scale", norm_lr_scale, PositiveFloat)
         check("model.tta_shift", tta_shift, NonNegativeInt)
+        check("model.lookahead_every", lookahead_every, NonNegativeInt)
+        check("model.lookahead_decay", lookahead_decay, HalfOpenUnitInterval)
         check("model.ema_decay", ema_decay, HalfOpenUnitInterval)  # 0: off; 0.99-0.999 usual
         if progressive_size is not None:
             check("model.progressive_size", progressive_size, PositiveInt)
         check("model.progressive_until", progressive_until, FractionOfTraining)
         self.model = DenseNet(resolve_arch(arch), num_classes, memory_efficient, channels_last)
+        if not norm_scale:  # frozen at their initial 1
+            for m in self.model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.requires_grad_(False)
+        self._slow: dict[str, Tensor] | None = None  # lookahead's slow copy (lookahead.py)
         self.compiled = False
         # Layer shapes and FLOPs in the summary (dropped when compiling: see `setup`).
         self.example_input_array: Tensor | None = torch.zeros(2, 3, 32, 32)
@@ -280,12 +306,13 @@ class DenseNetClassifier(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         params: Any = [p for p in self.model.parameters() if p.requires_grad]
-        if hp.norm_weight_decay is not None:  # BatchNorm's and every bias: the 1-d tensors
-            flat = [p for p in params if p.ndim <= 1]
-            params = [
-                {"params": [p for p in params if p.ndim > 1]},
-                {"params": flat, "weight_decay": hp.norm_weight_decay},
-            ]
+        if hp.norm_weight_decay is not None or hp.norm_lr_scale != 1:
+            # BatchNorm's and every bias: the 1-d tensors.
+            flat: dict[str, Any] = {"params": [p for p in params if p.ndim <= 1]}
+            flat["lr"] = hp.lr * hp.norm_lr_scale
+            if hp.norm_weight_decay is not None:
+                flat["weight_decay"] = hp.norm_weight_decay
+            params = [{"params": [p for p in params if p.ndim > 1]}, flat]
         optimizer: torch.optim.Optimizer
         # One fused kernel for the whole update instead of a few ops per tensor.
         if hp.optimizer == "sgd":
@@ -382,18 +409,35 @@ class DenseNetClassifier(pl.LightningModule):
         scheduler.step()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        fraction = self.training_fraction(self.global_step)
+        if every := self.hparams.lookahead_every:
+            self._lookahead(fraction, every)
         # With a budget, the end of the steps (max_steps, or max_epochs) stops the same way.
         budget = self.hparams.budget_minutes or self.hparams.budget_pflop
-        if budget and self.training_fraction(self.global_step) >= 1:
+        if budget and fraction >= 1:
             self.trainer.should_stop = True  # Lightning validates once more, then stops
+
+    def _lookahead(self, fraction: float, every: int) -> None:
+        """Every `every` steps, and at the last, the slow copy's step (lookahead.py)."""
+        if self._slow is None:  # a new run (a resumed one has it from its checkpoint)
+            self._slow = slow_copy(self.model)
+        if fraction >= 1:  # the end: the network becomes the slow copy
+            lookahead_step(self._slow, self.model, decay=1.0)
+        elif self.global_step % every == 0:
+            decay = lookahead_decay(fraction, every, self.hparams.lookahead_decay)
+            lookahead_step(self._slow, self.model, decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["budget_used_s"] = self.budget_used_s()
         checkpoint["flops_done"] = self.flops_done
+        if self._slow is not None:
+            checkpoint["lookahead"] = self._slow
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._budget_used_s = float(checkpoint.get("budget_used_s", 0.0))
         self.flops_done = float(checkpoint.get("flops_done", 0.0))
+        if "lookahead" in checkpoint:
+            self._slow = {k: v.to(self.device) for k, v in checkpoint["lookahead"].items()}
 
 
 def _shifted(x: Tensor, shift: int) -> tuple[Tensor, Tensor]:

@@ -278,3 +278,14 @@ def test_whitening_stem_needs_the_data_module(tmp_path) -> None:
                          enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
     with pytest.raises(UserError, match="initialised from the training images"):
         trainer.fit(module, loader)
+
+
+def test_norm_scale_frozen_at_one_and_norm_lr_scale_sets_their_lr(tmp_path) -> None:
+    trainer, module = _fit(tmp_path, lr=0.1, norm_scale=False, norm_lr_scale=8.0)
+    scales = [m.weight for m in module.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert scales and all(not w.requires_grad and bool((w == 1).all()) for w in scales)
+    weights, flat = trainer.optimizers[0].param_groups
+    assert flat["initial_lr"] == pytest.approx(8 * weights["initial_lr"]) == pytest.approx(0.8)
+    trained = {id(p) for g in (weights, flat) for p in g["params"]}
+    assert trained.isdisjoint(id(w) for w in scales)  # frozen: in no group
+    assert all(p.ndim <= 1 for p in flat["params"]) and all(p.ndim > 1 for p in weights["params"])
