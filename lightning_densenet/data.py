@@ -51,12 +51,11 @@ def download_cifar(
     `url` replaces the official address (a mirror of the same file). Failure of any kind
     raises one `UserError` that says how to use local data instead.
     """
-    from torchvision.datasets import CIFAR10, CIFAR100
     from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
-    official = CIFAR10 if name == "cifar10" else CIFAR100
+    official = datasets.cifar_archive(name)
     archive = Path(root) / official.filename
-    if archive.is_file() and not check_integrity(str(archive), official.tgz_md5):
+    if archive.is_file() and not check_integrity(str(archive), official.md5):
         # Left by an interrupted download or copy; it is the user's file: not replaced here.
         raise UserError(
             f"{archive} is corrupt (its md5 is not the official archive's): delete it to "
@@ -65,7 +64,7 @@ def download_cifar(
     try:
         with datasets.socket_timeout(timeout):  # torchvision's urlopen takes none
             download_and_extract_archive(
-                url or official.url, str(root), filename=official.filename, md5=official.tgz_md5
+                url or official.url, str(root), filename=official.filename, md5=official.md5
             )
     except (OSError, RuntimeError) as err:  # URLError, timeouts, md5 mismatch ("corrupted")
         raise datasets.download_failed(name, url or official.url, root, err) from err

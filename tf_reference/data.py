@@ -23,17 +23,6 @@ from lightning_densenet.datasets import ArrayDataset
 from lightning_densenet.errors import UserError
 from tf_reference.config import DataConfig
 
-# The official "python version" archives (torchvision downloads the same files and md5s).
-CIFAR_URLS = {
-    "cifar10": (
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        "c58f30108f718f92721af3b95e74349a",
-    ),
-    "cifar100": (
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        "eb9058c3a382ffc7106e4002c42a8d85",
-    ),
-}
 PAD = 4  # pixels of zero padding before the random crop (the paper's standard augmentation)
 
 Stats = tuple[float, float, float]
@@ -73,10 +62,10 @@ def download_cifar(
     """
     import keras  # only needed to download
 
-    url, official_md5 = CIFAR_URLS.get(name, (None, None))
-    if url is None:
+    if name not in ("cifar10", "cifar100"):
         raise UserError(f"Unknown CIFAR dataset {name!r}: use cifar10 or cifar100.")
-    origin, md5 = (origin, md5) if origin else (url, official_md5)
+    official = datasets.cifar_archive(name)
+    origin, md5 = (origin, md5) if origin else (official.url, official.md5)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -223,7 +212,6 @@ def steps_per_epoch(n_train: int, batch_size: int, limit: int | None = None) -> 
 
 
 __all__ = [
-    "CIFAR_URLS",
     "Splits",
     "augment_batch",
     "download_cifar",
