@@ -8,7 +8,6 @@ A run writes `ROOT/tf/<experiment>/<mode>/version_N/`: config.yaml, TensorBoard 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import keras
 import tensorflow as tf
 import yaml
 
+from lightning_densenet.files import next_version
 from tf_reference.config import Experiment
 
 
@@ -59,16 +59,6 @@ class RunOutputs:
         self.writer.close()
 
 
-def next_version(folder: Path) -> Path:
-    """`folder/version_N` for the first N not taken: runs are never overwritten."""
-    taken = [
-        int(m.group(1))
-        for p in (folder.iterdir() if folder.is_dir() else [])
-        if (m := re.fullmatch(r"version_(\d+)", p.name))
-    ]
-    return folder / f"version_{max(taken, default=-1) + 1}"
-
-
 def epoch_line(entry: dict[str, Any], epochs: int, batch: int) -> str:
     parts = [f"epoch {entry['epoch']}/{epochs}", f"train loss {entry['train_loss']:.4f}"]
     parts.append(f"acc {entry['train_acc']:.4f}")
@@ -89,4 +79,4 @@ def summary_line(m: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["RunOutputs", "epoch_line", "next_version", "summary_line"]
+__all__ = ["RunOutputs", "epoch_line", "summary_line"]

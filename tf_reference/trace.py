@@ -20,11 +20,11 @@ import keras
 import tensorflow as tf
 
 from lightning_densenet.errors import UserError
+from lightning_densenet.files import next_version
 from tf_reference.config import Experiment, Network
 from tf_reference.data import Splits, load_splits, train_batches
 from tf_reference.network import build_network
 from tf_reference.optim import make_optimizer
-from tf_reference.runs import next_version
 from tf_reference.steps import TrainStep, compile_step
 
 TRACE_NAME = "train_step"

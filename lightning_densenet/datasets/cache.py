@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
 from lightning_densenet.datasets.arrays import ArrayDataset
+from lightning_densenet.files import atomic_write
 
 T = TypeVar("T")
 
@@ -92,22 +92,18 @@ def _read(path: Path, key: str, build: Callable[[Any], T]) -> T | None:
 
 def write_cache(path: Path, key: str, data: ArrayDataset, splits: list[str]) -> None:
     """Store `data` under `key`; `splits` are the source's, for `read_summary`."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target, then rename: readers never see a half-written file.
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            np.savez(
-                f,
-                key=np.array(key),
-                images=data.images,
-                labels=data.labels,
-                classes=np.array(data.classes),
-                splits=np.array(splits),
-            )
-        os.replace(tmp, path)
+
+    def write(f: IO[bytes]) -> None:
+        np.savez(
+            f,
+            key=np.array(key),
+            images=data.images,
+            labels=data.labels,
+            classes=np.array(data.classes),
+            splits=np.array(splits),
+        )
+
+    try:  # atomically: readers never see a half-written file
+        atomic_write(path, write)
     except OSError as err:  # an unwritable cache only costs speed
         warnings.warn(f"Could not cache decoded images in {path}: {err}", stacklevel=3)
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)

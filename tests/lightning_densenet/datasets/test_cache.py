@@ -85,3 +85,14 @@ def test_cache_names_and_keys_are_stable() -> None:
     assert folder_fingerprint(Path("/data/imgs"), ("a", "b"), stats) == (
         "folder:dd281290367fb3ee0dd6585f0dfe3e79347f327fb8fd4472d55dbe073d0daeff"
     )
+
+
+def test_unwritable_cache_only_warns(tmp_path) -> None:
+    written = write_images(tmp_path / "src", "train", {"a": 2})
+    cache = tmp_path / "cache"
+    cache.write_text("a file where the cache folder would go")
+    with pytest.warns(UserWarning, match="Could not cache decoded images in .*cache"):
+        data = load_image_folder(tmp_path / "src", "train", cache_dir=cache)
+    np.testing.assert_array_equal(data.images[1], written["train/a/001.png"])
+    assert cache.read_text() == "a file where the cache folder would go"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "src"]  # no temporary files
