@@ -1,13 +1,25 @@
-"""The real data every suite may use: the CIFAR-10 JPEG archive beside the repo, decoded once
-per session. (Tiny data written on the fly: `tests/fake_data.py`; shared constants and CLI
-helpers: `tests/helpers.py`.)"""
+"""What every suite may use: the CIFAR-10 JPEG archive beside the repo, decoded once per
+session, and one tiny trained run for the tests that only need *a* trained checkpoint. The
+`slow` mark comes from measured durations (`tests/durations.py`). (Tiny data written on the
+fly: `tests/fake_data.py`; shared constants and CLI helpers: `tests/helpers.py`.)"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.durations import (  # noqa: F401 (hooks: pytest finds them here)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_configure,
+)
+from tests.fake_data import CifarFiles, write_cifar
+from tests.helpers import QUIET, cli_args
 
 # Triton's library segfaults when it loads into a process that already holds TensorFlow;
 # loaded first, both work. One pytest run holds both frameworks, whatever the test order.
@@ -29,3 +41,41 @@ def cifar10_jpeg_tar() -> Path:
 def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One decode cache per test session: the 50,000-image archive is decoded once."""
     return tmp_path_factory.mktemp("image-cache")
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished `fit` of configs/debug.yaml (densenet_tiny, 1 epoch of 5 batches) on `cifar`
+    (200 training images, 40 of them validation; 40 test images). Read-only: a test that
+    writes into it must copy it to its own tmp_path first."""
+
+    cifar: CifarFiles
+    run: Path  # runs/debug/version_0: config.yaml, metrics.csv, checkpoints/
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run / "checkpoints/last.ckpt"
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedRun]:
+    """One tiny real run per session, through the real command line, for every test that only
+    needs a trained checkpoint or run folder (tests of training itself train their own)."""
+    from lightning_densenet.__main__ import main
+
+    tmp = tmp_path_factory.mktemp("trained-run")
+    cifar = write_cifar(tmp / "cifar", "cifar10", n_train=200, n_test=40)
+    assert main(cli_args("fit", cifar.root, tmp / "runs", *QUIET)) == 0
+    shared = TrainedRun(cifar, tmp / "runs/debug/version_0")
+    before = _digests(tmp)
+    yield shared
+    changed = sorted(k for k, v in _digests(tmp).items() ^ before.items())
+    assert not changed, f"a test changed the shared trained run (copy it first): {changed}"

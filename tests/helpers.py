@@ -46,10 +46,12 @@ def cli_args(
 def ddp_env(tmp_path: Path) -> dict[str, str]:
     """The environment of a DDP `python -m lightning_densenet` run on this 2-core machine:
     one thread per process, `tmp_path` importable (for callbacks the test writes there), and
-    `RECORD_DIR` (created) where such callbacks write what each process saw."""
+    `RECORD_DIR` (created) where such callbacks write what each process saw. No MASTER_PORT:
+    Lightning then picks a free port, so runs in parallel (`pytest -n 2`) never share one."""
     (tmp_path / "rec").mkdir(exist_ok=True)
+    fixed_port = ("MASTER_ADDR", "MASTER_PORT", "STANDALONE_PORT")
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in fixed_port},
         "OMP_NUM_THREADS": "1",  # two processes on a 2-core machine
         "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
         "RECORD_DIR": str(tmp_path / "rec"),
@@ -97,16 +99,6 @@ VARIANTS = {
 # DenseNet-BC-100 (k=12) with 10 classes: Table 2 of Huang et al. rounds it to 0.8M.
 BC_100_K12_PARAMS = 769_162
 
-# Presets of 7M parameters and more take seconds to build in each framework: their tests
-# are `slow`, the rest (DenseNet-BC-100 among them) run in the quick loop too.
-LARGE_PRESETS = {
-    "densenet_100_k12",
-    "densenet_100_k24",
-    "densenet_bc_250_k24",
-    "densenet_bc_190_k40",
-    "densenet121",
-}
-PRESET_PARAMS = [
-    pytest.param(name, marks=pytest.mark.slow) if name in LARGE_PRESETS else name
-    for name in sorted(PRESETS)
-]
+# Every preset, for a parametrized test; those that build slowly (7M+ parameters) are marked
+# `slow` by their measured durations (tests/durations.json).
+PRESET_PARAMS = sorted(PRESETS)

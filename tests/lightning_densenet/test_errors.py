@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,16 +17,19 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_densenet.cli import main
+from lightning_densenet.__main__ import main
 from tests.fake_data import write_cifar, write_cifar_archive, write_images, write_tar
 from tests.helpers import QUIET, cli_args, error_line
 
 
 class Case:
-    """`setup(tmp_path, cifar) -> argv`; the error line must contain `expect`."""
+    """`setup(tmp_path, cifar) -> argv`, or with `trained` `setup(tmp_path, cifar, ckpt)` with
+    the session's trained checkpoint (read-only); the error line must contain `expect`."""
 
-    def __init__(self, setup: Callable[..., list[str]], *expect: str) -> None:
-        self.setup, self.expect = setup, expect
+    def __init__(
+        self, setup: Callable[..., list[str]], *expect: str, trained: bool = False
+    ) -> None:
+        self.setup, self.expect, self.trained = setup, expect, trained
 
 
 def _fit(tmp: Path, root: Path, *extra: str) -> list[str]:
@@ -44,11 +48,9 @@ def _imagefolder(tmp: Path, root: Path, *extra: str) -> list[str]:
     return [*args, "--data.batch_size", "2", "--data.cache_dir", str(tmp / "cache"), *extra]
 
 
-def _trained(tmp: Path, cifar) -> Path:
-    """A checkpoint of a short real run (densenet_tiny, 10 classes)."""
-    args = _fit(tmp, cifar.root, "--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1")
-    assert main([*args, *QUIET, "--trainer.limit_val_batches", "1"]) == 0
-    return tmp / "runs/debug/version_0/checkpoints/last.ckpt"
+def _trained(tmp: Path, trained: Path) -> Path:
+    """The session's trained checkpoint (densenet_tiny, 10 classes), copied into `tmp`."""
+    return Path(shutil.copy(trained, tmp / "trained.ckpt"))
 
 
 def _test_with(tmp: Path, cifar, ckpt: Path, *extra: str) -> list[str]:
@@ -183,18 +185,18 @@ def ckpt_that_runs_code(tmp, cifar):
     return _test_with(tmp, cifar, tmp / "evil.ckpt")
 
 
-def ckpt_of_other_class_count(tmp, cifar):
+def ckpt_of_other_class_count(tmp, cifar, trained):
     # LightningCLI rebuilds the model from the checkpoint's hyperparameters, so what can
     # still disagree is the data: 100 CIFAR-100 classes for a 10-class classifier.
-    ckpt = _trained(tmp, cifar)
+    ckpt = _trained(tmp, trained)
     c100 = write_cifar(tmp / "c100", "cifar100", n_train=60, n_test=20)
     args = _test_with(tmp, cifar, ckpt, "--data.dataset", "cifar100")
     return [*args, "--data.root", str(c100.root), "--data.val_size", "10"]
 
 
-def ckpt_of_other_architecture(tmp, cifar):
+def ckpt_of_other_architecture(tmp, cifar, trained):
     # A checkpoint from elsewhere, without hyperparameters: the model comes from the config.
-    state = torch.load(_trained(tmp, cifar), weights_only=True)
+    state = torch.load(trained, weights_only=True)
     del state["hyper_parameters"]
     torch.save(state, tmp / "foreign.ckpt")
     return _test_with(tmp, cifar, tmp / "foreign.ckpt", "--model.arch", "densenet_bc_40_k12")
@@ -239,10 +241,16 @@ CASES = {
     "ckpt_garbage": Case(ckpt_garbage, "not a readable Lightning checkpoint"),
     "ckpt_that_runs_code": Case(ckpt_that_runs_code, "not a readable Lightning checkpoint"),
     "ckpt_of_other_class_count": Case(
-        ckpt_of_other_class_count, "does not fit this model and data", "classifier.weight"
+        ckpt_of_other_class_count,
+        "does not fit this model and data",
+        "classifier.weight",
+        trained=True,
     ),
     "ckpt_of_other_architecture": Case(
-        ckpt_of_other_architecture, "does not fit this model and data", "features.conv0.weight"
+        ckpt_of_other_architecture,
+        "does not fit this model and data",
+        "features.conv0.weight",
+        trained=True,
     ),
     "resume_with_nothing_to_resume": Case(resume_with_nothing_to_resume, "no run to resume"),
     "convert_under_its_old_name": Case(
@@ -261,11 +269,14 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_user_error_is_one_sentence_and_overwrites_nothing(
-    name: str, tmp_path: Path, capsys
+    name: str, tmp_path: Path, capsys, request
 ) -> None:
     case = CASES[name]
     cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=200, n_test=40)
-    args = case.setup(tmp_path, cifar)
+    if case.trained:  # the session's trained run, set up only for the cases that use it
+        args = case.setup(tmp_path, cifar, request.getfixturevalue("trained_run").ckpt)
+    else:
+        args = case.setup(tmp_path, cifar)
     capsys.readouterr()
     before = _snapshot(tmp_path)
     try:
