@@ -34,7 +34,7 @@ from lightning_densenet.batches import (
 )
 from lightning_densenet.datasets import ArrayDataset, CifarName
 from lightning_densenet.errors import UserError
-from lightning_densenet.options import DatasetName, Flip, NonNegativeInt, PositiveInt, check
+from lightning_densenet.options import DataBlock, DatasetName, Flip, check_block
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
@@ -129,22 +129,8 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        # The ranges are options.py's, shared with tf_reference's config.
-        for name, value in (
-            ("batch_size", batch_size),
-            ("eval_batch_size", eval_batch_size),
-            ("max_train_images", max_train_images),
-        ):
-            if value is not None:
-                check(f"data.{name}", value, PositiveInt)
-        for name, value in (
-            ("val_size", val_size),
-            ("holdout_size", holdout_size),
-            ("crop_padding", crop_padding),
-            ("num_workers", num_workers),
-            ("seed", seed),
-        ):
-            check(f"data.{name}", value, NonNegativeInt)
+        # The ranges are those options.py declares for the data block (tf_reference's too).
+        check_block("data", DataBlock, self.hparams)
         self.dataset, self.root, self.download = dataset, Path(root), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.max_train_images = val_size, max_train_images

@@ -22,7 +22,7 @@ validation included, the rate that turns PFLOP into minutes).
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -38,20 +38,14 @@ from lightning_densenet.flops import training_flops_per_image
 from lightning_densenet.lookahead import lookahead_decay, lookahead_step, slow_copy
 from lightning_densenet.model import DenseNet
 from lightning_densenet.options import (
-    FractionOfTraining,
-    HalfOpenUnitInterval,
-    NonNegativeFloat,
-    NonNegativeInt,
+    CompileMode,
+    ModelBlock,
     Optimizer,
-    PositiveFloat,
-    PositiveInt,
     Schedule,
-    check,
+    check_block,
     check_milestones,
 )
 from lightning_densenet.schedules import image_size, lr_factor
-
-CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
 
 class DenseNetClassifier(pl.LightningModule):
@@ -151,24 +145,9 @@ class DenseNetClassifier(pl.LightningModule):
         if isinstance(arch, DenseNetConfig):
             arch = arch.to_dict()  # store plain data in hparams so checkpoints load anywhere
         self.save_hyperparameters()
-        # The ranges are options.py's, shared with tf_reference's config.
-        check("model.lr", lr, PositiveFloat)
-        check("model.label_smoothing", label_smoothing, HalfOpenUnitInterval)
+        # The ranges are those options.py declares for the model block (tf_reference's too).
+        check_block("model", ModelBlock, self.hparams)
         check_milestones(milestones)
-        if budget_minutes is not None:
-            check("model.budget_minutes", budget_minutes, PositiveFloat)
-        if budget_pflop is not None:
-            check("model.budget_pflop", budget_pflop, PositiveFloat)
-        if norm_weight_decay is not None:
-            check("model.norm_weight_decay", norm_weight_decay, NonNegativeFloat)
-        check("model.norm_lr_scale", norm_lr_scale, PositiveFloat)
-        check("model.tta_shift", tta_shift, NonNegativeInt)
-        check("model.lookahead_every", lookahead_every, NonNegativeInt)
-        check("model.lookahead_decay", lookahead_decay, HalfOpenUnitInterval)
-        check("model.ema_decay", ema_decay, HalfOpenUnitInterval)  # 0: off; 0.99-0.999 usual
-        if progressive_size is not None:
-            check("model.progressive_size", progressive_size, PositiveInt)
-        check("model.progressive_until", progressive_until, FractionOfTraining)
         self.model = DenseNet(resolve_arch(arch), num_classes, memory_efficient, channels_last)
         if not norm_scale:  # frozen at their initial 1
             for m in self.model.modules():

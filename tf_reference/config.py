@@ -3,12 +3,13 @@
     exp = load_experiment("configs/cifar10_paper.yaml", ["--data.root", "/data"])
     exp = load_experiment("densenet_tiny")  # a bare preset name: the paper's recipe around it
 
-jsonargparse reads the file (`experiment_parser`): the `model` and `data` blocks are typed
-dataclasses, so dotted overrides (`--model.lr 0.05`), `--print_config` and the range checks
-of `lightning_densenet.options` come with it. They mean what they mean to
-`DenseNetClassifier` and `ImageDataModule`; keys that only steer PyTorch are accepted and
-ignored (`budget_minutes`, `budget_pflop`, `ema_decay`, `tta`, `progressive_size`,
-`norm_weight_decay`, data's `crop_padding` and `flip`: with a warning when set).
+jsonargparse reads the file (`experiment_parser`): the `model` and `data` blocks are the
+dataclasses that `lightning_densenet.options` declares for `DenseNetClassifier` and
+`ImageDataModule` (`ModelBlock`, `DataBlock`), so the keys, defaults and range checks are
+theirs, and dotted overrides (`--model.lr 0.05`) and `--print_config` come with it. Keys that
+only steer PyTorch are accepted and ignored (`budget_minutes`, `budget_pflop`, `ema_decay`,
+`lookahead_every`, `tta`, `progressive_size`, `norm_weight_decay`, `norm_scale`,
+`norm_lr_scale`, data's `crop_padding` and `flip`: with a warning when set).
 Of the `trainer` block, free-form here, `max_epochs`, `max_steps`, `limit_train_batches` and
 `limit_val_batches` apply. Imports neither TensorFlow nor torch.
 """
@@ -27,20 +28,12 @@ from typing import Any, Literal, get_args
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from lightning_densenet.arch import PRESETS, DenseNetConfig, resolve_arch
+from lightning_densenet.arch import PRESETS, resolve_arch
 from lightning_densenet.errors import UserError
 from lightning_densenet.options import (
-    DatasetName,
-    Flip,
-    FractionOfTraining,
-    HalfOpenUnitInterval,
-    NonNegativeFloat,
-    NonNegativeInt,
-    OpenUnitInterval,
-    Optimizer,
-    PositiveFloat,
+    DataBlock,
+    ModelBlock,
     PositiveInt,
-    Schedule,
     check_milestones,
     one_line,
 )
@@ -52,70 +45,44 @@ Network = Literal["densenet", "cnn", "mlp"]
 
 
 @dataclass(frozen=True)
-class ModelOptions:
-    """The `model` block: the network and its training recipe (the paper's by default)."""
-
-    arch: str | DenseNetConfig = "densenet_bc_100_k12"  # a preset or the fields; resolved
-    optimizer: Optimizer = "sgd"
-    lr: PositiveFloat = 0.1  # peak learning rate
-    momentum: HalfOpenUnitInterval = 0.9
-    nesterov: bool = True
-    weight_decay: NonNegativeFloat = 1e-4  # SGD: L2 added to the gradient; AdamW: decoupled
-    schedule: Schedule = "step"
-    milestones: tuple[OpenUnitInterval, ...] = (0.5, 0.75)  # fractions of training: lr / 10
-    warmup: OpenUnitInterval = 0.3  # onecycle: fraction of training spent warming up
-    label_smoothing: HalfOpenUnitInterval = 0.0
-    # PyTorch only, accepted so one YAML drives both frameworks; num_classes comes from data.
-    num_classes: PositiveInt | None = None
-    compile: bool = False
-    compile_mode: str = "default"
-    memory_efficient: bool = False
-    channels_last: bool = False
-    # The Lightning module's training options the reference lacks: ignored with a warning.
-    budget_minutes: PositiveFloat | None = None
-    budget_pflop: PositiveFloat | None = None
-    ema_decay: HalfOpenUnitInterval = 0.0
-    tta: bool = False
-    tta_shift: NonNegativeInt = 0
-    progressive_size: PositiveInt | None = None
-    progressive_until: FractionOfTraining = 0.5
-    norm_weight_decay: NonNegativeFloat | None = None
+class ModelOptions(ModelBlock):
+    """The `model` block (`options.ModelBlock`), its `arch` resolved to a `DenseNetConfig`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arch", resolve_arch(self.arch))
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
         check_milestones(self.milestones)
-        unset = {"norm_weight_decay": None}  # the others are off when falsy
-        keys = ("budget_minutes", "budget_pflop", "ema_decay", "tta", "progressive_size")
-        for key in (*keys, *unset):
-            value = getattr(self, key)
-            if (value is not None) if key in unset else value:
+        defaults = ModelOptions.__dataclass_fields__
+        for key in _PYTORCH_ONLY:  # off at their defaults
+            if getattr(self, key) != defaults[key].default:
                 warnings.warn(
                     f"model.{key} is ignored: the TensorFlow reference does not have it (it "
                     "trains for trainer.max_epochs at full size, without weight averaging, TTA "
-                    "or a separate decay for BatchNorm and biases).",
+                    "or separate settings for BatchNorm and biases).",
                     stacklevel=3,
                 )
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """The `data` block: which images, how they are split, batched and augmented."""
+# The Lightning module's training options the reference lacks: ignored with a warning when set.
+# (num_classes comes from the data; compile, compile_mode, memory_efficient and channels_last
+# steer PyTorch only: accepted silently, so one YAML drives both frameworks.)
+_PYTORCH_ONLY = (
+    "budget_minutes",
+    "budget_pflop",
+    "ema_decay",
+    "lookahead_every",
+    "tta",
+    "progressive_size",
+    "norm_weight_decay",
+    "norm_scale",
+    "norm_lr_scale",
+)
 
-    dataset: DatasetName = "cifar10"
-    root: str = "data"  # a folder; for imagefolder also a .tar/.tar.gz archive
-    download: bool = True  # CIFAR only
-    batch_size: PositiveInt = 64
-    eval_batch_size: PositiveInt | None = None  # validation and test batches; None: batch_size
-    val_size: NonNegativeInt = 5000  # carved from train with `seed` (datasets.train_val_split)
-    max_train_images: PositiveInt | None = None  # use only this many training images
-    holdout_size: NonNegativeInt = 0  # data without a test split: held out as one
-    augment: bool = True  # pad-4 random crop + horizontal flip
-    crop_padding: NonNegativeInt = 4  # PyTorch only: ignored with a warning unless 4
-    flip: Flip = "random"  # PyTorch only: ignored with a warning unless random
-    seed: NonNegativeInt = 0  # the split, the shuffle and the augmentation
-    num_workers: NonNegativeInt = 0  # PyTorch's loader processes: ignored
-    cache_dir: str | None = None  # decoded image folders (.npz); None: the user cache
+
+@dataclass(frozen=True)
+class DataConfig(DataBlock):
+    """The `data` block (`options.DataBlock`). `num_workers` (PyTorch's loader processes) is
+    ignored; `crop_padding` and `flip` are ignored with a warning unless 4 and random."""
 
     def __post_init__(self) -> None:
         if self.augment and (self.crop_padding, self.flip) != (4, "random"):
