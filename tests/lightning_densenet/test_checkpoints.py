@@ -46,7 +46,6 @@ class KillInValidation(pl.Callback):
 '''
 
 
-@pytest.mark.slow
 def test_killed_during_validation_resumes_and_validates_that_epoch(tmp_path) -> None:
     """With last.ckpt due after every batch, the save due at an epoch's last batch waits for
     the epoch's validation: a run killed during it resumes before it and validates the epoch

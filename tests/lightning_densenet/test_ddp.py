@@ -128,7 +128,6 @@ def _records(folder: Path, fn: str) -> list[dict]:
     return [json.loads((folder / f"{fn}-rank{r}.json").read_text()) for r in (0, 1)]
 
 
-@pytest.mark.slow
 def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setup) -> None:
     cifar, env = setup
     fit = _args("fit", cifar, tmp_path / "ddp", *TRAIN, "--data.batch_size", str(BATCH))
@@ -199,7 +198,6 @@ def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setu
             torch.testing.assert_close(ddp_state[key], value, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.slow
 def test_ddp_predict_shares_the_images_and_writes_one_file_in_their_order(tmp_path, setup) -> None:
     """`predict` on 2 processes: each predicts its share of the 23 test images, and one
     predictions.csv holds every image once, in order, as one process writes it. (No

@@ -1,8 +1,8 @@
-"""DDP with a time budget: one clock for every process (2 real gloo processes, no mocks).
+"""DDP with a time budget: one clock for every process (2 real gloo processes).
 
 Each process reads its own clock, and clocks differ (the processes start at different
-moments; machines differ). The fault is injected for real: a `sitecustomize.py` on the
-processes' path makes rank 1's `time.perf_counter` run 25% fast. Without one shared clock
+moments; machines differ). The fault is injected through the module's `clock`: each rank's
+runs with its optimiser steps, 0.45 s a step, and rank 1's 25% fast. Without one shared clock
 the two replicas would train a step at different learning rates or image sizes and stop at
 different steps (the process still training then waits on the other forever, or gloo
 reports a collective mismatch).
@@ -14,19 +14,8 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.fake_data import write_cifar
 from tests.helpers import QUIET, cli_args, ddp_env
-
-FAST_CLOCK = """
-import os
-import time
-
-if os.environ.get("LOCAL_RANK") == "1":  # Lightning starts rank 1 with LOCAL_RANK=1
-    _real, _start = time.perf_counter, time.perf_counter()
-    time.perf_counter = lambda: _start + 1.25 * (_real() - _start)
-"""
 
 RECORDER = '''
 import hashlib, json, os
@@ -35,11 +24,16 @@ import pytorch_lightning as pl
 
 
 class StepRecorder(pl.Callback):
-    """Writes rank<N>.json: each step's lr and training image width, the last step, and a
-    digest of the final weights."""
+    """Runs the budget's clock with the steps, and writes rank<N>.json: each step's lr and
+    training image width, the last step, and a digest of the final weights."""
 
     def __init__(self):
         self.steps, self.lr, self.width = [], None, None
+
+    def setup(self, trainer, pl_module, stage):
+        # The budget's clock, injected: 0.45 s per optimiser step, rank 1's 25% fast.
+        rate = 0.45 * (1.25 if trainer.global_rank == 1 else 1.0)
+        pl_module.clock = lambda: rate * pl_module.global_step
 
     def on_fit_start(self, trainer, pl_module):
         def hook(net, args):
@@ -63,10 +57,8 @@ class StepRecorder(pl.Callback):
 '''
 
 
-@pytest.mark.slow
 def test_ddp_ranks_share_the_budget_clock(tmp_path) -> None:
     cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=400, n_test=8)
-    (tmp_path / "sitecustomize.py").write_text(FAST_CLOCK)
     (tmp_path / "recorder.py").write_text(RECORDER)
     env = ddp_env(tmp_path)
     args = cli_args(
@@ -89,7 +81,9 @@ def test_ddp_ranks_share_the_budget_clock(tmp_path) -> None:
     ranks = [json.loads((tmp_path / f"rec/rank{r}.json").read_text()) for r in (0, 1)]
     # Every step: the same learning rate and image size on both ranks; the same last step.
     assert ranks[0]["steps"] == ranks[1]["steps"]
-    assert ranks[0]["stop"] == ranks[1]["stop"] == len(ranks[0]["steps"])
+    # Rank 0's clock ends the 0.2 minutes (12 s) in step 27, at 0.45 s a step; rank 1's own
+    # would have ended them in step 22.
+    assert ranks[0]["stop"] == ranks[1]["stop"] == len(ranks[0]["steps"]) == 27
     widths = [width for _, width, _ in ranks[0]["steps"]]
     assert widths[0] == 16 and widths[-1] == 32 and 24 in widths  # the budget drove the sizes
     assert ranks[0]["weights"] == ranks[1]["weights"]  # the replicas never drifted apart

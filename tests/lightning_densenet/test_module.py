@@ -94,7 +94,7 @@ def test_lr_follows_the_schedule_per_step(tmp_path, optimizer: str) -> None:
     assert "val/loss" in trainer.callback_metrics and "train/acc" in trainer.callback_metrics
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # by hand: torch.compile's on-disk cache makes a measured rerun fast
 def test_compiled_checkpoint_loads_uncompiled_strict(tmp_path) -> None:
     trainer, module = _fit(tmp_path, compile=True)
     assert module.compiled
@@ -189,7 +189,7 @@ def test_a_time_budget_ends_training_with_the_schedule(tmp_path) -> None:
     assert module.budget_used_s() == 30.0
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # by hand: torch.compile's on-disk cache makes a measured rerun fast
 def test_compiled_eval_builds_one_graph_per_mode(tmp_path) -> None:
     """Training and evaluation each compile once: no recompilation when switching modes, at
     the last, shorter evaluation batch (it is padded to the compiled size), or for the
@@ -235,7 +235,7 @@ def test_progressive_resizing_trains_small_then_full_and_evaluates_full(tmp_path
     assert {w for training, w in _widths_seen(tmp_path / "off")} == {32}
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # by hand: torch.compile's on-disk cache makes a measured rerun fast
 def test_compiled_progressive_resizing_compiles_one_static_graph_per_size(tmp_path) -> None:
     from torch._dynamo.utils import counters
 

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import ModelSummary, RichProgressBar, TQDMProgr
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.model_summary.model_summary import get_human_readable_count
 
-from lightning_densenet.cli import main
+from lightning_densenet.__main__ import main
 from lightning_densenet.curves import (
     image_size_phases,
     learning_curve_figure,
@@ -67,7 +67,6 @@ def _number(pattern: str, text: str) -> list[float]:
     return [float(g.replace(",", "")) for g in found.groups()]
 
 
-@pytest.mark.slow
 def test_the_end_of_fit_summary_is_the_runs_metrics(runs) -> None:
     _, run, _, printed = runs
     rows = metrics(run)
@@ -100,7 +99,6 @@ def test_the_end_of_fit_summary_is_the_runs_metrics(runs) -> None:
     assert last(tested, "test/acc") >= 0
 
 
-@pytest.mark.slow
 def test_runs_lists_both_runs_with_the_test_accuracy(runs, capsys) -> None:
     root, first, second, _ = runs
     if not (root / "debug-test/version_0").is_dir():  # run alone: test as the summary says
@@ -128,7 +126,6 @@ def test_runs_lists_both_runs_with_the_test_accuracy(runs, capsys) -> None:
     assert main(["runs", str(root / "nowhere")]) == 2
 
 
-@pytest.mark.slow
 def test_the_curves_phases_are_the_logged_image_sizes(runs) -> None:
     _, run, _, _ = runs
     rows = [r for r in metrics(run) if r.get("train/image_size")]

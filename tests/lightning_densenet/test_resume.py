@@ -12,14 +12,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from lightning_densenet.__main__ import main
 from lightning_densenet.checkpointing import AtomicCheckpointIO
-from lightning_densenet.cli import main
 from tests.fake_data import write_cifar
 from tests.helpers import QUIET, cli_args, error_line, metrics
 
@@ -39,31 +38,54 @@ def _args(cifar, root: Path, *extra: str) -> list[str]:
     return cli_args("fit", cifar.root, root, *all_data, *deterministic, *QUIET, *extra)
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
+def _start(args: list[str], log: Path, env: dict[str, str] = ENV) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "lightning_densenet", *args]
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=ENV)
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
-def _run(args: list[str], log: Path) -> None:
-    proc = _start(args, log)
-    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+def _run(args: list[str], log: Path, env: dict[str, str] = ENV, code: int = 0) -> None:
+    proc = _start(args, log, env)
+    assert proc.wait(timeout=600) == code, log.read_text()[-3000:]
 
 
 def _step(ckpt: Path) -> int:
-    try:
-        return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
-    except FileNotFoundError:
-        return -1
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
 
-def _kill_when(proc: subprocess.Popen, ready, log: Path) -> None:
-    """SIGKILL `proc` as soon as `ready()` holds (polled without pause)."""
-    deadline = time.monotonic() + 600
-    while not ready():
-        assert proc.poll() is None, f"the run ended before it could be killed:\n{log.read_text()}"
-        assert time.monotonic() < deadline
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+# Faults at chosen moments, from inside the run (`--trainer.callbacks+=faults.<name>`): a
+# SIGKILL of its own process is as abrupt as one from outside, and lands where it is meant to.
+FAULTS = """
+import io, os, signal
+import pytorch_lightning as pl
+import torch
+
+
+class KillMidSave(pl.Callback):
+    \"\"\"SIGKILLs its own process halfway through writing the checkpoint of global step 5
+    (mid-epoch 0): torch.save writes half the bytes, then the process dies.\"\"\"
+
+    def setup(self, trainer, pl_module, stage):
+        save = torch.save
+
+        def half_then_kill(obj, f, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("global_step") == 5:
+                buffer = io.BytesIO()
+                save(obj, buffer, *args, **kwargs)
+                f.write(buffer.getvalue()[: buffer.tell() // 2])
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            save(obj, f, *args, **kwargs)
+
+        torch.save = half_then_kill
+
+
+class KillAtStep15(pl.Callback):
+    \"\"\"SIGKILLs its own process as the batch after global step 15 starts (mid-epoch 1).\"\"\"
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 15:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 
 def _values(rows: list[dict[str, str]]) -> dict[tuple[int, str, str], str]:
@@ -93,7 +115,6 @@ PER_PROCESS = (
 )
 
 
-@pytest.mark.slow
 def test_killed_mid_save_and_mid_epoch_then_resumed_equals_uninterrupted(tmp_path, cifar) -> None:
     every_batch = ["--checkpoint.last_every_s", "0"]  # last.ckpt after every batch: many saves
     _run(_args(cifar, tmp_path / "ref", *every_batch), tmp_path / "ref.log")
@@ -103,28 +124,21 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_uninterrupted(tmp_pat
     run = root / "debug/version_0"
     ckpts = run / "checkpoints"
     last = ckpts / "last.ckpt"
+    (tmp_path / "faults.py").write_text(FAULTS)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
 
-    # Kill 1, during a checkpoint write in epoch 0: the moment a temporary file of a save
-    # of last.ckpt exists (after a few batches), the process dies.
-    proc = _start(_args(cifar, root, *every_batch), tmp_path / "kill1.log")
+    # Kill 1, during a checkpoint write in epoch 0: halfway through the temporary file of
+    # step 5's save of last.ckpt.
+    kill1 = _args(cifar, root, *every_batch, "--trainer.callbacks+=faults.KillMidSave")
+    _run(kill1, tmp_path / "kill1.log", env, code=-signal.SIGKILL)
+    assert list(ckpts.glob(".last.ckpt.*.tmp")), "the kill did not land inside a save"
+    assert _step(last) == 4  # loads: the kill left the previous last.ckpt whole
 
-    started = []  # polled without pause, so the kill lands inside a save's write
-
-    def saving() -> bool:
-        if not started:
-            time.sleep(0.01)
-            started.extend([True] if _step(last) >= 3 else [])
-            return False
-        return any(ckpts.glob(".last.ckpt.*.tmp"))
-
-    _kill_when(proc, saving, tmp_path / "kill1.log")
-    first_step = _step(last)  # loads: the kill left the previous last.ckpt whole
-    assert 3 <= first_step < 11  # mid-epoch 0 (11 batches an epoch)
-
-    # Kill 2: resumed, then killed mid-epoch 1, between or during saves.
-    proc = _start(_args(cifar, root, *every_batch, "--ckpt_path", "last"), tmp_path / "kill2.log")
-    _kill_when(proc, lambda: time.sleep(0.01) or _step(last) >= 15, tmp_path / "kill2.log")
-    assert 15 <= _step(last) < 22
+    # Kill 2: resumed, then killed mid-epoch 1, between saves.
+    resume = ["--ckpt_path", "last"]
+    kill2 = _args(cifar, root, *every_batch, *resume, "--trainer.callbacks+=faults.KillAtStep15")
+    _run(kill2, tmp_path / "kill2.log", env, code=-signal.SIGKILL)
+    assert _step(last) == 15
 
     # Resumed again, to the end.
     _run(_args(cifar, root, *every_batch, "--ckpt_path", "last"), tmp_path / "resume.log")
@@ -150,39 +164,55 @@ def test_killed_mid_save_and_mid_epoch_then_resumed_equals_uninterrupted(tmp_pat
     assert [k[2] for k, _ in val] == ["0", "1"]  # validation of both epochs, once each
 
 
-@pytest.mark.slow
 def test_kills_during_saves_never_corrupt_last_ckpt(tmp_path) -> None:
-    """A process saving ~8 MB checkpoints in a loop through AtomicCheckpointIO is SIGKILLed
-    at random moments; each time last.ckpt loads and is one whole checkpoint, and the next
-    process counts on from it."""
+    """A process saving ~8 MB checkpoints in a loop through AtomicCheckpointIO is SIGKILLed,
+    now halfway through a write (it kills itself there), now from outside wherever it is;
+    each time last.ckpt loads and is one whole checkpoint, and the next process counts on
+    from it."""
     target = tmp_path / "last.ckpt"
     script = (
-        "import os, sys, torch\n"
+        "import io, os, signal, sys, torch\n"
         "from lightning_densenet.checkpointing import AtomicCheckpointIO\n"
-        "path, io = sys.argv[1], AtomicCheckpointIO()\n"
+        "path, ckpt_io, die_in = sys.argv[1], AtomicCheckpointIO(), int(sys.argv[2])\n"
         "i = torch.load(path, weights_only=True)['i'] if os.path.exists(path) else 0\n"
+        "save = torch.save\n"
+        "def half_then_kill(obj, f, *args, **kwargs):  # the write of save number die_in\n"
+        "    if obj['i'] == die_in:\n"
+        "        buffer = io.BytesIO()\n"
+        "        save(obj, buffer)\n"
+        "        f.write(buffer.getvalue()[: buffer.tell() // 2])\n"
+        "        f.flush()\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    save(obj, f, *args, **kwargs)\n"
+        "torch.save = half_then_kill\n"
         "while True:\n"
         "    i += 1\n"
-        "    io.save_checkpoint({'i': i, 'w': torch.full((2_000_000,), float(i))}, path)\n"
+        "    ckpt_io.save_checkpoint({'i': i, 'w': torch.full((2_000_000,), float(i))}, path)\n"
         "    print(i, flush=True)\n"
     )
-    generator = torch.Generator().manual_seed(0)
-    mid_write, seen = 0, []
-    for _ in range(5):
+    seen = [0]
+    for round_ in range(4):
+        mid_write = round_ % 2 == 0  # else killed from outside, after its second save
+        die_in = seen[-1] + 3 if mid_write else -1
         proc = subprocess.Popen(
-            [sys.executable, "-c", script, str(target)], env=ENV, stdout=subprocess.PIPE
+            [sys.executable, "-c", script, str(target), str(die_in)],
+            env=ENV,
+            stdout=subprocess.PIPE,
         )
-        assert proc.stdout is not None and proc.stdout.readline()  # its first save landed
-        time.sleep(0.05 + 0.3 * torch.rand((), generator=generator).item())
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        mid_write += any(tmp_path.glob(".last.ckpt.*.tmp"))
+        assert proc.stdout is not None
+        if mid_write:
+            assert proc.wait(timeout=600) == -signal.SIGKILL
+            assert any(tmp_path.glob(".last.ckpt.*.tmp")), "the kill did not land in a write"
+        else:
+            assert proc.stdout.readline() and proc.stdout.readline()  # two saves landed
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
         state = torch.load(target, weights_only=True)
         assert torch.equal(state["w"], torch.full((2_000_000,), float(state["i"])))
+        if mid_write:
+            assert state["i"] == die_in - 1  # the save before the one cut short
         seen.append(state["i"])
     assert seen == sorted(set(seen))  # every process saved on from the last whole file
-    # Most of the loop's time is spent writing, so some kills landed inside a write.
-    assert mid_write >= 1
 
 
 def test_atomic_io_loads_weights_only(tmp_path) -> None:
@@ -235,7 +265,6 @@ def test_explicit_last_ckpt_resumes_in_its_own_run(tmp_path, cifar) -> None:
     assert len(list(run0.glob("events.out.tfevents.*"))) == 2  # TensorBoard: one folder
 
 
-@pytest.mark.slow
 def test_nan_loss_stops_in_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path, cifar) -> None:
     # lr 1e30 with weight decay multiplies the weights by about -1e26 in the first step;
     # the next forward pass overflows. last.ckpt is written after every batch until then.
