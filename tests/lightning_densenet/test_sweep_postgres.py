@@ -23,7 +23,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from lightning_densenet.sweep_storage import open_storage
+from lightning_densenet.sweep.storage import open_storage
 from tests.fake_data import write_cifar
 from tests.helpers import REPO, cli_args
 
@@ -71,7 +71,6 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.slow
 def test_three_workers_share_one_study_and_a_killed_trial_is_run_again(postgres, tmp_path) -> None:
     cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=200, n_test=20)
     config = yaml.safe_load((REPO / "configs/sweep_debug.yaml").read_text())
@@ -93,11 +92,9 @@ def test_three_workers_share_one_study_and_a_killed_trial_is_run_again(postgres,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     storage = open_storage(postgres, 60)
-    deadline = time.monotonic() + 300
     try:
-        while True:  # until a worker's trial is RUNNING inside its fit
+        while True:  # until a worker's trial is RUNNING inside its fit (or the sweep ends)
             assert parent.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no trial reached its fit in 300 s"
             running = []
             try:
                 trials = optuna.load_study(study_name="pg", storage=storage).get_trials()
