@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +22,12 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from lightning_densenet.files import atomic_write, version_number
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """`torch.save` to `<dir>/.<name>.<random>.tmp`, fsync, `os.replace` onto the target.
+    """`torch.save` through `files.atomic_write`: a temporary file beside the target, fsynced,
+    then renamed onto it.
 
     Lightning's own save (an fsspec transaction) writes to the system temp folder and then
     moves the file: where that folder is another filesystem the move is a copy onto the
@@ -42,21 +42,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed save
-            stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)  # the rename itself survives a power cut
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(
         self,
@@ -70,30 +56,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         )
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot sync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
 def find_last_run(folder: Path) -> int | None:
     """The highest N whose `version_N/checkpoints/last.ckpt` exists, or None.
 
     Kept because Lightning's `ckpt_path="last"` looks only in the new run's own folder.
     """
     found = [
-        int(m.group(1))
+        version_number(ckpt.parent.parent.name)
         for ckpt in folder.glob("version_*/checkpoints/last.ckpt")
-        if ckpt.is_file() and (m := re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name))
+        if ckpt.is_file()
     ]
-    return max(found, default=None)
+    return max((n for n in found if n is not None), default=None)
 
 
 def first_logged_step(checkpoint: dict[str, Any]) -> int:

@@ -7,6 +7,7 @@ with `version_number`; every Markdown table is `markdown_table`.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import tempfile
@@ -17,18 +18,22 @@ from typing import IO
 _VERSION = re.compile(r"version_(\d+)")
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+def atomic_write(
+    path: str | Path, write: Callable[[IO[bytes]], object], *, remove_stale: bool = True
+) -> None:
     """Call `write(f)` on a file beside `path`, fsync it, then rename it onto `path`.
 
     A rename within one directory is atomic on POSIX: a reader (or a run killed mid-write)
     sees the old file or the new one, never half of one. Temporary files a killed write
-    left behind are removed first; on any error the temporary file is removed and the
-    target is untouched.
+    left behind are removed first (`remove_stale`; pass False where other processes may be
+    writing the same file at once, as a sweep's workers do its report: theirs are not
+    stale); on any error the temporary file is removed and the target is untouched.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
+    if remove_stale:
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -42,14 +47,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
     _fsync_dir(target.parent)  # the rename itself survives a power cut
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes, *, remove_stale: bool = True) -> None:
     """`Path.write_bytes`, atomically (`atomic_write`)."""
-    atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data), remove_stale=remove_stale)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def write_text_atomic(path: str | Path, text: str, *, remove_stale: bool = True) -> None:
     """`Path.write_text` (UTF-8), atomically (`atomic_write`)."""
-    write_bytes_atomic(path, text.encode())
+    write_bytes_atomic(path, text.encode(), remove_stale=remove_stale)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -77,9 +82,7 @@ def next_version(folder: Path) -> Path:
     return folder / f"version_{max((n for n in taken if n is not None), default=-1) + 1}"
 
 
-def markdown_table(
-    header: Sequence[str], rows: Iterable[Sequence[object]], align: str = ""
-) -> str:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> str:
     """A GitHub Markdown table; `align` has one letter per column (`l`, `r`, or `c`; left
     when missing). Cells are `str()`-ed with their `|` escaped."""
     rule = {"l": "---", "r": "---:", "c": ":---:"}

@@ -108,3 +108,126 @@ def test_core_source_imports_no_framework() -> None:
     assert len(files) >= 4, files
     for path in files:
         assert not _imported_packages(path) & (TORCH | TENSORFLOW), path
+
+
+# The packages whose import graph must have no cycle, read from their source.
+GRAPHED = ("lightning_densenet", "tf_reference", "parity_tests")
+
+
+def _module_names() -> dict[str, Path]:
+    """Dotted module name -> source file, for every module of GRAPHED (a package is its
+    `__init__.py`)."""
+    modules = {}
+    for package in GRAPHED:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def _ancestors(name: str) -> list[str]:
+    """`a.b.c` -> [`a`, `a.b`]: the packages Python initialises before `a.b.c`."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of GRAPHED it imports anywhere in its source (module level,
+    inside functions, under TYPE_CHECKING): each a real order in which modules start.
+
+    `import a.b.c` starts `a` and `a.b` before `a.b.c`, so those count too, except the
+    importer's own ancestors: they have begun before it and Python finds a submodule of a
+    half-initialised package fine. A name taken from a package (`from a import f`) is an
+    import of `a` itself, so a package `__init__` re-exporting a submodule that reads a name
+    back from that `__init__` is a cycle, as it would be between two plain modules."""
+    modules = _module_names()
+
+    def known(name: str) -> str | None:  # the module of GRAPHED a dotted name lies in
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        package = name if is_package else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # `from ..x import y`, relative to this module's package
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                for alias in node.names:  # a submodule if there is one, else the module's name
+                    sub = f"{base}.{alias.name}"
+                    targets.add(sub if sub in modules else base)
+        edges = set()
+        for target in filter(None, map(known, targets)):
+            edges.add(target)
+            edges.update(a for a in _ancestors(target) if a not in _ancestors(name))
+        graph[name] = edges - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle through each strongly connected component of more than one module (Tarjan),
+    as the list of its modules with the first repeated at the end."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    cycles = []
+    for component in components:  # a shortest way back to the component's first module
+        start, members = component[0], set(component)
+        paths, seen = [[start]], {start}
+        while paths:
+            path = paths.pop(0)
+            nxt_nodes = sorted(graph[path[-1]] & members)
+            if start in nxt_nodes:
+                cycles.append([*path, start])
+                break
+            for nxt in nxt_nodes:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    paths.append([*path, nxt])
+    return cycles
+
+
+def test_cycle_finder_names_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e2"}, "e2": set()}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_no_import_cycles() -> None:
+    graph = _import_graph()
+    assert "lightning_densenet" in graph and "tf_reference" in graph and "parity_tests" in graph
+    assert "lightning_densenet.errors" in graph["lightning_densenet"]  # the walk saw imports
+    cycles = [" -> ".join(cycle) for cycle in _cycles(graph)]
+    assert cycles == [], "import cycles:\n" + "\n".join(cycles)

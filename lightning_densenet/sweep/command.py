@@ -1,14 +1,14 @@
 """`python -m lightning_densenet sweep`: an Optuna study whose trials are real `fit` runs.
 
 The YAML is a fit config (seed_everything / trainer / model / data) plus a `sweep:` block
-(`sweep_config`; the space format is in `sweep_space`). Trial N writes
+(`config`; the space format is in `space`). Trial N writes
 `<study dir>/trial_NNN.yaml` (the base config with its sampled values) and runs
 `fit --config trial_NNN.yaml <the command line's fit overrides>` in this process through the
 same CLI as `fit`, into `<study dir>/trial_NNN/version_0/`. The study dir is
 `<trainer.default_root_dir>/sweeps/<study>/`; the default storage is the journal file
-`<trainer.default_root_dir>/sweeps/<study>.journal` (`sweep_storage`), so the same command
+`<trainer.default_root_dir>/sweeps/<study>.journal` (`storage`), so the same command
 resumes a killed study, and several processes can share it: `--workers K` starts K
-(`sweep_workers`).
+(`workers`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 from pytorch_lightning.callbacks import Callback
 
-from lightning_densenet import sweep_report, sweep_workers
 from lightning_densenet.cli import run_cli
 from lightning_densenet.errors import UserError, command
-from lightning_densenet.sweep_config import SAMPLERS, Sweep, build, read_sweep
-from lightning_densenet.sweep_space import apply, sample
-from lightning_densenet.sweep_storage import fail_orphaned_trials, open_storage, record_worker
+from lightning_densenet.sweep.config import SAMPLERS, Sweep, build, read_sweep
+from lightning_densenet.sweep.report import write as write_report
+from lightning_densenet.sweep.space import apply, sample
+from lightning_densenet.sweep.storage import fail_orphaned_trials, open_storage, record_worker
+from lightning_densenet.sweep.workers import start_and_wait, without_workers
 
 
 class TrialRejected(Exception):
@@ -141,7 +142,7 @@ def main(argv: list[str]) -> int:
     try:
         sweep = read_sweep(args.config, overrides, args.n_trials, args.storage, args.study_name)
         if args.workers is not None:
-            return run_workers(sweep, sweep_workers.without_workers(argv), args.workers)
+            return run_workers(sweep, without_workers(argv), args.workers)
         run(sweep, worker=args.worker_index)
     except FitExit as err:
         return err.code
@@ -174,7 +175,7 @@ def run(sweep: Sweep, worker: int = 0) -> optuna.Study:
             catch=(TrialRejected,),
             callbacks=[lambda _, trial: ended.append(trial)],
         )
-        sweep_report.write(study, sweep.study_dir, sweep.metric)
+        write_report(study, sweep.study_dir, sweep.metric)
         error = ended[-1].user_attrs.get("error") if ended[-1].state == TrialState.FAIL else None
         failures = failures + 1 if error else 0
         if failures >= sweep.max_failures:
@@ -187,7 +188,7 @@ def run_workers(sweep: Sweep, argv: list[str], workers: int) -> int:
     """`--workers K`: the study opened (and created) once here, then K processes of
     `sweep <argv> --worker_index i`; the results written once all have ended."""
     study, storage = _open_study(sweep)
-    codes = sweep_workers.start_and_wait(argv, workers)
+    codes = start_and_wait(argv, workers)
     fail_orphaned_trials(study, storage)  # a killed worker's trial: failed and queued again
     _report(study, sweep)
     return next((code for code in codes if code != 0), 0)
@@ -214,7 +215,7 @@ def _open_study(sweep: Sweep) -> tuple[optuna.Study, optuna.storages.BaseStorage
 
 
 def _report(study: optuna.Study, sweep: Sweep) -> None:
-    sweep_report.write(study, sweep.study_dir, sweep.metric)
+    write_report(study, sweep.study_dir, sweep.metric)
     if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         best = study.best_trial
         print(f"Best: trial {best.number}, {sweep.metric}={best.value:.4f}, {best.params}")
@@ -256,7 +257,7 @@ def _objective(trial: optuna.Trial, sweep: Sweep) -> float:
 
 def _finished(study: optuna.Study) -> int:
     """Trials that count towards n_trials: complete, pruned, or rejected with a reason.
-    A trial killed with its process is failed and re-queued instead (`sweep_storage`)."""
+    A trial killed with its process is failed and re-queued instead (`storage`)."""
     return sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         or (t.state == TrialState.FAIL and "error" in t.user_attrs)

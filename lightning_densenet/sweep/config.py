@@ -11,7 +11,7 @@
       heartbeat_seconds: 60   # database storages: a trial silent for twice this is failed
                               # and re-queued (a journal file checks its worker's process)
       max_failures: 3         # rejected trials in a row that stop the study
-      space: {...}            # sweep_space
+      space: {...}            # the format: space.py
 
 Everything is checked here, before the first trial starts, so a mistake costs no training.
 """
@@ -28,7 +28,7 @@ import optuna
 import yaml
 
 from lightning_densenet.errors import UserError
-from lightning_densenet.sweep_space import Param, overlaps, parse_space
+from lightning_densenet.sweep.space import Param, overlaps, parse_space
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
 PRUNERS = {
@@ -70,7 +70,7 @@ class Sweep:
     max_failures: int
     study_name: str
     study_dir: Path
-    storage: str  # a journal file's path or a database URL (sweep_storage)
+    storage: str  # a journal file's path or a database URL (storage.py)
 
 
 def read_sweep(

@@ -6,7 +6,7 @@ reported value, failed), Optuna's parameter importances
 parameter count and against training time (the trials' `params` and `fit_seconds` user
 attributes). Accuracies are drawn in %.
 
-`python -m lightning_densenet.sweep_report FOLDER [--metric val/acc]` redraws the history
+`python -m lightning_densenet.sweep.report FOLDER [--metric val/acc]` redraws the history
 and the two scatter plots from `FOLDER/trials.csv` alone (the importances need the study).
 """
 
@@ -16,7 +16,6 @@ import argparse
 import csv
 import io
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_densenet.errors import UserError, command
+from lightning_densenet.files import markdown_table, write_bytes_atomic, write_text_atomic
 
 _ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2}
 
@@ -69,8 +69,10 @@ def write(study: optuna.Study, folder: Path, metric: str) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
-    _replace(folder / "trials.csv", buffer.getvalue().encode())
-    _replace(folder / "trials.md", _markdown(table, metric, study.direction).encode())
+    # Workers sharing the study rewrite these files at once: none removes another's temporary.
+    write_text_atomic(folder / "trials.csv", buffer.getvalue(), remove_stale=False)
+    markdown = _markdown(table, metric, study.direction)
+    write_text_atomic(folder / "trials.md", markdown, remove_stale=False)
     _plots(study, folder, metric, table)
 
 
@@ -100,10 +102,8 @@ def _markdown(table: list[dict[str, Any]], metric: str, direction: Any) -> str:
         return _ORDER[TrialState[r["state"]]], sign * value if value is not None else 0.0
 
     columns = list(table[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in sorted(table, key=key):
-        lines.append("| " + " | ".join(_cell(c, r[c], metric) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
+    cells = ([_cell(c, r[c], metric) for c in columns] for r in sorted(table, key=key))
+    return markdown_table(columns, cells)
 
 
 def _cell(column: str, value: Any, metric: str) -> str:
@@ -117,7 +117,7 @@ def _cell(column: str, value: Any, metric: str) -> str:
         return f"{value:.1f}"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+    return str(value)  # markdown_table escapes a `|`
 
 
 def _plots(study: optuna.Study, folder: Path, metric: str, table: list[dict[str, Any]]) -> None:
@@ -283,23 +283,17 @@ def read_trials_csv(path: Path) -> list[dict[str, Any]]:
 def _save(fig: Any, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    _replace(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue(), remove_stale=False)  # as in `write`
     if hasattr(fig, "canvas") and fig.canvas.manager is not None:  # a pyplot figure (Optuna's)
         import matplotlib.pyplot as plt
 
         plt.close(fig)
 
 
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_densenet.sweep_report",
+        prog="python -m lightning_densenet.sweep.report",
         description="Redraw a sweep's history and scatter plots from its trials.csv.",
     )
     parser.add_argument("folder", type=Path, help="a sweep's results folder (holds trials.csv)")

@@ -92,10 +92,10 @@ def test_no_subclass_uses_an_unregistered_private_attribute_of_its_lightning_bas
     """A `self._name` in one of our subclasses that Lightning's base class also uses is
     either its private attribute, used on purpose (registered), or a name clash."""
     found = set()
-    for info in pkgutil.iter_modules([str(PACKAGE)]):
-        if info.name == "__main__":
+    for info in pkgutil.walk_packages([str(PACKAGE)], "lightning_densenet."):
+        if info.name.endswith("__main__"):
             continue
-        module = importlib.import_module(f"lightning_densenet.{info.name}")
+        module = importlib.import_module(info.name)
         for cls in vars(module).values():
             if not (inspect.isclass(cls) and cls.__module__ == module.__name__):
                 continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_densenet.cli import main
+from lightning_densenet.__main__ import main
 from tests.fake_data import write_cifar
 from tests.helpers import QUIET, REPO, cli_args, is_fraction_of, last, metrics
 
