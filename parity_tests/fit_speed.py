@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning_densenet.errors import UserError, command
-from parity_tests.speed import machine_info
+from lightning_densenet.files import markdown_table
+from parity_tests.speed.driver import machine_info
 
 SETTINGS: dict[str, list[str]] = {
     "fp32-eager": ["--trainer.precision", "32-true", "--model.channels_last", "false",
@@ -147,30 +148,29 @@ def markdown(meta: dict[str, Any], speed: list[dict], acc: list[dict]) -> str:
         f"cores, load average {meta['machine']['load_average_at_start'][0]:.1f} at the start. "
         f"Each figure is a whole `fit` process's `{IMAGES_PER_SEC}`.",
         "",
-        "| arch | setting | images/s (median) | spread (min-max) | vs fp32 eager |",
-        "| --- | --- | ---: | ---: | ---: |",
     ]
+    rows = []
     for r in speed:
         if "error" in r:
-            lines.append(f"| {r['arch']} | {r['setting']} | failed: {r['error']} | | |")
+            rows.append([r["arch"], r["setting"], f"failed: {r['error']}", "", ""])
             continue
         ratio = f"{r['vs_fp32_eager']:.2f}x" if r["vs_fp32_eager"] else "-"
-        lines.append(
-            f"| {r['arch']} | {r['setting']} | {r['median']:.1f} "
-            f"| {r['min']:.1f}-{r['max']:.1f} | {ratio} |"
-        )
+        spread = f"{r['min']:.1f}-{r['max']:.1f}"
+        rows.append([r["arch"], r["setting"], f"{r['median']:.1f}", spread, ratio])
+    head = ["arch", "setting", "images/s (median)", "spread (min-max)", "vs fp32 eager"]
+    lines.append(markdown_table(head, rows, "llrrr").rstrip("\n"))
     if acc:
         lines += ["", "Validation accuracy after the same short training, per seed:", ""]
-        lines += ["| setting | val/acc per seed | mean | spread |", "| --- | --- | ---: | ---: |"]
+        rows = []
         for setting in dict.fromkeys(r["setting"] for r in acc):
             values = [r["val_acc"] for r in acc if r["setting"] == setting and "val_acc" in r]
             if not values:
                 continue
             per_seed = ", ".join(f"{v:.4f}" for v in values)
-            lines.append(
-                f"| {setting} | {per_seed} | {statistics.mean(values):.4f} "
-                f"| {min(values):.4f}-{max(values):.4f} |"
-            )
+            spread = f"{min(values):.4f}-{max(values):.4f}"
+            rows.append([setting, per_seed, f"{statistics.mean(values):.4f}", spread])
+        head = ["setting", "val/acc per seed", "mean", "spread"]
+        lines.append(markdown_table(head, rows, "llrr").rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 

@@ -223,22 +223,6 @@ def relative_error(expected: np.ndarray, actual: np.ndarray, floor: float) -> fl
     return float(np.linalg.norm(expected - actual) / max(np.linalg.norm(expected), floor))
 
 
-def sgd_l2_nesterov_step(
-    variables: list[tf.Variable],
-    grads: list[tf.Tensor],
-    buffers: list[tf.Variable],
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-) -> None:
-    """One step of `torch.optim.SGD(nesterov=True)`, written out in TensorFlow:
-    g = grad + wd * w;  b = momentum * b + g;  w = w - lr * (g + momentum * b)."""
-    for w, grad, b in zip(variables, grads, buffers, strict=True):
-        g = grad + weight_decay * w
-        b.assign(momentum * b + g)
-        w.assign_sub(lr * (g + momentum * b))
-
-
 def batch_norm_counts(model: nn.Module, x: np.ndarray) -> dict[str, int]:
     """n = N*H*W values per channel seen by each BN layer (for the unbiased-variance factor)."""
     counts: dict[str, int] = {}
@@ -260,12 +244,6 @@ def batch_norm_counts(model: nn.Module, x: np.ndarray) -> dict[str, int]:
 
 def keras_value(model: keras.Model, name: str) -> np.ndarray:
     return named_weights(model)[name].numpy()
-
-
-def torch_layout(keras_array: np.ndarray) -> np.ndarray:
-    if keras_array.ndim == 4:
-        return keras_array.transpose(3, 2, 0, 1)
-    return keras_array.T if keras_array.ndim == 2 else keras_array
 
 
 def describe(cfg: DenseNetConfig) -> str:

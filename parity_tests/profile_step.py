@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from lightning_densenet.model import build_model
+from parity_tests.train_step import torch_train_step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        optimizer.step()
+        torch_train_step(net, optimizer, x, y, bf16=bf16)
 
     for _ in range(3):
         step()

@@ -20,7 +20,9 @@ Tolerances (float32 unless said otherwise), and why:
   float64 one by up to ~2e-2 relative on them. So Keras' float32 gradient is held to be
   within 1e-3 of the float64 gradient or no worse than twice PyTorch's float32 error.
 - one SGD step (Nesterov momentum 0.9, L2 weight decay 1e-4 in the gradient, PyTorch's
-  convention, written out in TF): float64 1e-9, float32 1e-3 absolute on every weight.
+  convention), each framework's shipped step: `torch_train_step` with `torch.optim.SGD`
+  against `tf_reference`'s `TrainStep` with `L2SGD`: float64 1e-9, float32 1e-3 absolute
+  on every weight.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import tensorflow as tf
 import torch
 
 from lightning_densenet import PRESETS, DenseNetConfig
+from parity_tests.convert.layout import to_torch_layout
 from parity_tests.frameworks import (
     RANDOM_ARCHS,
     batch_norm_counts,
@@ -43,18 +46,20 @@ from parity_tests.frameworks import (
     keras_grads,
     keras_stages,
     keras_value,
+    nchw,
     ported,
     randomized_torch,
     relative_error,
-    sgd_l2_nesterov_step,
     stage_names,
     torch_grads,
-    torch_layout,
     torch_stages,
     without_dropout,
 )
+from parity_tests.train_step import torch_train_step
 from tf_reference.model import APIS
 from tf_reference.names import keras_name, named_weights, torch_name
+from tf_reference.optim import L2SGD
+from tf_reference.steps import TrainStep
 
 ARCHS = {
     "densenet_bc_100_k12": PRESETS["densenet_bc_100_k12"],
@@ -155,7 +160,7 @@ def test_gradients_agree_in_float64(name: str, record) -> None:
     expected = torch_grads(copy.deepcopy(torch_model).double(), x.astype(np.float64), y)
     actual = keras_grads(keras_model, x.astype(np.float64), y)
     errors = {
-        key: relative_error(g, torch_layout(actual[keras_name(key)]), floor=1e-30)
+        key: relative_error(g, to_torch_layout(actual[keras_name(key)]), floor=1e-30)
         for key, g in expected.items()
     }
     worst = max(errors, key=errors.get)
@@ -170,7 +175,7 @@ def test_gradients_agree_in_float32(name: str, record) -> None:
     exact = torch_grads(copy.deepcopy(torch_model).double(), x.astype(np.float64), y)
     torch32 = torch_grads(torch_model, x, y)
     keras32 = keras_grads(ported(torch_model), x, y)
-    keras32 = {key: torch_layout(keras32[keras_name(key)]) for key in exact}
+    keras32 = {key: to_torch_layout(keras32[keras_name(key)]) for key in exact}
     torch_error = max(relative_error(exact[k], torch32[k], 1e-30) for k in exact)
     errors = {k: relative_error(exact[k], keras32[k], 1e-30) for k in exact}
     worst = max(errors, key=errors.get)
@@ -194,12 +199,24 @@ def test_gradients_agree_in_float32(name: str, record) -> None:
 STEP_TOLERANCE = {"float64": 1e-9, "float32": 1e-3}
 
 
+def l2sgd(dtype: str) -> L2SGD:
+    """tf_reference's optimiser with the paper's recipe, its learning rate held in `dtype`:
+    Keras keeps it in floatx, and a float32 0.1 would move float64 weights 1.5e-8 (relative)
+    further than PyTorch's float64 0.1 does."""
+    floatx = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        return L2SGD(LR, momentum=MOMENTUM, nesterov=True, weight_decay_l2=WEIGHT_DECAY)
+    finally:
+        keras.config.set_floatx(floatx)
+
+
 @pytest.mark.parametrize("dtype", list(STEP_TOLERANCE))
 @pytest.mark.parametrize("name", ARCH_PARAMS)
 def test_one_sgd_step_leaves_the_same_weights(name: str, dtype: str, record) -> None:
     torch_model = randomized_torch(ARCHS[name], CLASSES)
     keras_model = ported(torch_model, dtype=dtype)
-    torch_model = torch_model.to(getattr(torch, dtype))
+    torch_model = torch_model.to(getattr(torch, dtype)).train()
     x, y = batch(name)
     x = x.astype(dtype)
     optimizer = torch.optim.SGD(
@@ -209,22 +226,13 @@ def test_one_sgd_step_leaves_the_same_weights(name: str, dtype: str, record) -> 
         nesterov=True,
         weight_decay=WEIGHT_DECAY,
     )
-    torch_grads(torch_model, x, y)
-    optimizer.step()
+    torch_train_step(torch_model, optimizer, nchw(x), torch.from_numpy(y))
+    TrainStep(keras_model, l2sgd(dtype))(tf.constant(x), tf.constant(y))
 
-    grads = keras_grads(keras_model, x, y)
     weights = {n: v for n, v in named_weights(keras_model).items() if v.trainable}
-    sgd_l2_nesterov_step(
-        list(weights.values()),
-        [tf.constant(grads[n]) for n in weights],
-        [tf.Variable(tf.zeros_like(v)) for v in weights.values()],
-        LR,
-        MOMENTUM,
-        WEIGHT_DECAY,
-    )
     state = torch_model.state_dict()
     gaps = {
-        n: float(np.abs(state[torch_name(n)].numpy() - torch_layout(v.numpy())).max())
+        n: float(np.abs(state[torch_name(n)].numpy() - to_torch_layout(v.numpy())).max())
         for n, v in weights.items()
     }
     worst = max(gaps, key=gaps.get)
@@ -234,12 +242,10 @@ def test_one_sgd_step_leaves_the_same_weights(name: str, dtype: str, record) -> 
 
 
 def test_sgd_formulas_agree_over_several_steps(record) -> None:
-    """torch.optim.SGD(nesterov, weight_decay) against: the step written out in TF; Keras'
-    SGD fed gradient + wd * w (the same while lr is constant: Keras' velocity is -lr times
-    PyTorch's buffer); and the TF reference's training optimiser. Keras' own weight_decay
-    is decoupled (not L2) and does differ."""
-    from tf_reference.optim import L2SGD
-
+    """torch.optim.SGD(nesterov, weight_decay) against: Keras' SGD fed gradient + wd * w
+    (the same while lr is constant: Keras' velocity is -lr times PyTorch's buffer); and the
+    TF reference's training optimiser. Keras' own weight_decay is decoupled (not L2) and
+    does differ."""
     rng = np.random.default_rng(0)
     w0 = rng.standard_normal((3, 5)).astype(np.float32)
     grads = [rng.standard_normal((3, 5)).astype(np.float32) for _ in range(4)]
@@ -257,8 +263,6 @@ def test_sgd_formulas_agree_over_several_steps(record) -> None:
             step(w, tf.constant(g))
         return w.numpy()
 
-    buffer = tf.Variable(tf.zeros_like(w0))
-    written_out = run(lambda w, g: sgd_l2_nesterov_step([w], [g], [buffer], LR, MOMENTUM, 1e-2))
     keras_sgd = keras.optimizers.SGD(LR, momentum=MOMENTUM, nesterov=True)
     keras_l2 = run(lambda w, g: keras_sgd.apply([g + 1e-2 * w], [w]))
     reference = L2SGD(LR, momentum=MOMENTUM, nesterov=True, weight_decay_l2=1e-2)
@@ -267,7 +271,7 @@ def test_sgd_formulas_agree_over_several_steps(record) -> None:
     keras_decoupled = run(lambda w, g: decoupled.apply([g], [w]))
 
     worst = 0.0
-    for actual in (written_out, keras_l2, tf_reference_sgd):
+    for actual in (keras_l2, tf_reference_sgd):
         worst = max(worst, float(np.abs(actual - expected).max()))
     record("SGD formulas over 4 steps, max |weight diff|", worst, 1e-6)
     assert worst <= 1e-6

@@ -68,7 +68,7 @@ def test_torchvision_twin_is_our_network() -> None:
     import torch
 
     from lightning_densenet.model import build_model
-    from parity_tests.speed_cases import torchvision_densenet
+    from parity_tests.speed.torch_runner import torchvision_densenet
 
     torch.manual_seed(0)
     ours = build_model("densenet_bc_40_k12", 10).eval()

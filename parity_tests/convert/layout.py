@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 FIX = "check --arch and --num-classes"
 
 
-def _to_keras_layout(array: np.ndarray) -> np.ndarray:
+def to_keras_layout(array: np.ndarray) -> np.ndarray:
+    """A PyTorch weight in Keras' layout (the rules above)."""
     if array.ndim == 4:  # conv (out, in, kh, kw) -> (kh, kw, in, out)
         return array.transpose(2, 3, 1, 0)
     if array.ndim == 2:  # linear (out, in) -> (in, out)
@@ -37,10 +38,11 @@ def _to_keras_layout(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _to_torch_layout(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 4:
+def to_torch_layout(array: np.ndarray) -> np.ndarray:
+    """A Keras weight in PyTorch's layout: `to_keras_layout` undone."""
+    if array.ndim == 4:  # conv (kh, kw, in, out) -> (out, in, kh, kw)
         return array.transpose(3, 2, 0, 1)
-    if array.ndim == 2:
+    if array.ndim == 2:  # linear (in, out) -> (out, in)
         return array.T
     return array
 
@@ -82,7 +84,7 @@ def torch_to_keras(source: nn.Module | Mapping[str, Tensor], keras_model: keras.
             )
         if tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.float()  # NumPy has no bfloat16
-        variable.assign(_to_keras_layout(tensor.numpy()).astype(variable.dtype))
+        variable.assign(to_keras_layout(tensor.numpy()).astype(variable.dtype))
         used.add(key)
     extra = [k for k in state if k not in used and k.rsplit(".", 1)[-1] not in TORCH_ONLY]
     if extra:
@@ -103,7 +105,7 @@ def keras_to_torch(keras_model: keras.Model) -> dict[str, Tensor]:
                 f"Keras weight {name!r} is not a DenseNet weight of tf_reference's naming: "
                 "convert models built by tf_reference.build_model."
             ) from None
-        array = _to_torch_layout(variable.numpy())
+        array = to_torch_layout(variable.numpy())
         state[key] = torch.from_numpy(np.ascontiguousarray(array))
         if key.endswith(".running_var"):  # Keras counts no BN steps; PyTorch reads it only
             module = key.rsplit(".", 1)[0]  # with momentum=None, which the model does not use
@@ -131,4 +133,12 @@ def load_strict(model: nn.Module, state: Mapping[str, Tensor], src: Path) -> Non
     model.load_state_dict(state, strict=True)
 
 
-__all__ = ["FIX", "keras_to_torch", "load_strict", "plain_state_dict", "torch_to_keras"]
+__all__ = [
+    "FIX",
+    "keras_to_torch",
+    "load_strict",
+    "plain_state_dict",
+    "to_keras_layout",
+    "to_torch_layout",
+    "torch_to_keras",
+]

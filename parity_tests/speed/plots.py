@@ -7,7 +7,7 @@ throughput_by_mode.png  images/s of every case, grouped by model (min-max as err
 gflops_vs_flops.png     achieved GFLOP/s against FLOPs per image, with the machine's measured
                         matmul and conv peaks (fp32 and bf16) as horizontal lines
 
-`python -m parity_tests.speed_plots REPORT_DIR` redraws them from `REPORT_DIR/speed.json`.
+`python -m parity_tests.speed.plots REPORT_DIR` redraws them from `REPORT_DIR/speed.json`.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not (Path(args[0]) / "speed.json").is_file():
         print(
-            "usage: python -m parity_tests.speed_plots REPORT_DIR (holding speed.json)",
+            "usage: python -m parity_tests.speed.plots REPORT_DIR (holding speed.json)",
             file=sys.stderr,
         )
         return 2

@@ -1,6 +1,6 @@
 """The speed report: statistics of each case's raw timings, the derived columns (speed-up over
 the framework's eager, achieved GFLOP/s against the machine's peak), and the files:
-`speed.json` (everything), `speed.md` (the tables) and the plots of `speed_plots`.
+`speed.json` (everything), `speed.md` (the tables) and the plots of `plots`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from parity_tests.speed_plots import write_plots
+from lightning_densenet.files import markdown_table
+from parity_tests.speed.plots import write_plots
 
 COLUMNS = (
     "model",
@@ -27,6 +28,7 @@ COLUMNS = (
     "% of peak",
     "peak MB",
 )
+ALIGN = "lrrllrrrrrrrr"  # one letter a column: numbers right, names left
 
 
 def with_stats(row: dict[str, Any]) -> dict[str, Any]:
@@ -120,12 +122,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "the timings moved; compare numbers within one table.",
         "",
         *_peak_lines(meta.get("peak", {})),
-        "| " + " | ".join(COLUMNS) + " |",
-        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        markdown_table(COLUMNS, [_cells(r) for r in rows], ALIGN),
+        *_best_lines(rows),
     ]
-    for r in rows:
-        lines.append("| " + " | ".join(_cells(r)) + " |")
-    lines += ["", *_best_lines(rows)]
     plots = meta.get("plots", [])
     lines += [f"![{p.removesuffix('.png')}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -187,7 +186,7 @@ def _best_lines(rows: list[dict[str, Any]]) -> list[str]:
     archs = list(dict.fromkeys(r["arch"] for r in rows))
     frameworks = list(dict.fromkeys(r["framework"] for r in rows))
     head = ["model", *(f"fastest {f} case (vs eager)" for f in frameworks)]
-    lines = ["| " + " | ".join(head) + " |", "| --- |" + " --- |" * len(frameworks)]
+    lines = []
     for arch in archs:
         cells = [arch]
         for f in frameworks:
@@ -195,8 +194,8 @@ def _best_lines(rows: list[dict[str, Any]]) -> list[str]:
             best = max(ok, key=lambda r: r["images_per_s"], default=None)
             speedup = f", {best['speedup']:.2f}x" if best and best.get("speedup") else ""
             cells.append(f"{best['case']} ({best['images_per_s']:.0f}/s{speedup})" if best else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return [*lines, ""]
+        lines.append(cells)
+    return [markdown_table(head, lines)]
 
 
 __all__ = ["COLUMNS", "annotate", "markdown", "with_stats", "write_report"]
