@@ -34,6 +34,7 @@ import yaml
 
 from lightning_densenet.curves import read_epochs
 from lightning_densenet.errors import UserError, command
+from lightning_densenet.files import markdown_table, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 # At the start of a line: an indented example of the syntax is not a table.
@@ -168,14 +169,6 @@ def _minutes_seconds(seconds: float) -> str:
     return f"{int(seconds // 60)} min {round(seconds % 60):02d} s"
 
 
-def _table(header: list[str], rows: list[list[str]], align: str = "") -> str:
-    """A Markdown table; `align`: one character per column, `l` or `r` (default left)."""
-    align = align or "l" * len(header)
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = [header, rule, *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
-
-
 def _link(doc: Path, target: Path, text: str | None = None) -> str:
     """A Markdown link from `doc` to `target`, both in the repository (or a copy of it)."""
     root = next(p for p in target.parents if (p / "reports").is_dir())
@@ -258,7 +251,7 @@ def results(reports: Path, doc: Path) -> str:
     rows.append(["the paper's recipe on a GPU (`cifar10_paper.yaml`)", *[NOT_MEASURED] * 5, ""])
     rows.append(["the CPU recipe on CIFAR-100 (`cifar100_cpu.yaml`)", *[NOT_MEASURED] * 5, ""])
     header = ["recipe", "accuracy", "measured on", "training wall time", "PFLOP", "GFLOP/s"]
-    return _table([*header, "report"], rows, "llllrrl")
+    return markdown_table([*header, "report"], rows, "llllrrl")
 
 
 def compute_runs(reports: Path, doc: Path) -> str:
@@ -285,7 +278,7 @@ def compute_runs(reports: Path, doc: Path) -> str:
     rows.append([f"**mean of {n} seed{'s' if n > 1 else ''}**", "", "", "", mean, "", ""])
     rows += [cells(r["label"], r) for r in found.get("baselines", [])]
     header = ["run", "PFLOP", "epochs", "val/acc (1,000)", "hold-out (5,000)", "minutes"]
-    return _table([*header, "GFLOP/s (1 core)"], rows, "lrrrrrr")
+    return markdown_table([*header, "GFLOP/s (1 core)"], rows, "lrrrrrr")
 
 
 def compute_figure(reports: Path, doc: Path) -> str:
@@ -326,7 +319,7 @@ def recipe_runs(reports: Path, doc: Path) -> str:
         )
     header = ["network and recipe", "fit", "test", "epochs begun (steps)", "PFLOP"]
     header += ["last val/acc (images)", "hold-out, flip TTA", "hold-out, no TTA", "report"]
-    return _table(header, rows, "lrrrrrrrl")
+    return markdown_table(header, rows, "lrrrrrrrl")
 
 
 def _options_table(results_json: Path) -> str:
@@ -343,7 +336,7 @@ def _options_table(results_json: Path) -> str:
         for label, r in _json(results_json).items()
     ]
     header = ["run", "epochs begun", "minutes", "last val/acc", "training images/s by size"]
-    return _table(header, rows, "lrrrl")
+    return markdown_table(header, rows, "lrrrl")
 
 
 def recipe_options(reports: Path, doc: Path) -> str:
@@ -376,7 +369,7 @@ def grid_speed(reports: Path, doc: Path) -> str:
             ]
         )
     header = ["candidate", "k", "blocks", "stem", "parameters", "images/s", "epochs in 25 min"]
-    return _table(header, rows, "lrlrrrr")
+    return markdown_table(header, rows, "lrlrrrr")
 
 
 def tf_vs_torch(reports: Path, doc: Path) -> str:
@@ -409,7 +402,7 @@ def tf_vs_torch(reports: Path, doc: Path) -> str:
     ]
     header = ["densenet_c_15_k64, 40,000 images", "wall time", "training images/s (median)"]
     header += ["epochs", "val/acc (5,000)", "hold-out (5,000)"]
-    return _table(header, rows, "lrrrrr")
+    return markdown_table(header, rows, "lrrrrr")
 
 
 def _speed_rows(report: Path) -> list[dict[str, Any]]:
@@ -435,7 +428,9 @@ def speed_recipe_model(reports: Path, doc: Path) -> str:
         ]
         for r in rows
     ]
-    return _table(["mode (batch 256)", "images/s", "epochs of 40,000 in 25 min"], body, "lrr")
+    return markdown_table(
+        ["mode (batch 256)", "images/s", "epochs of 40,000 in 25 min"], body, "lrr"
+    )
 
 
 def speed_study(reports: Path, doc: Path) -> str:
@@ -470,7 +465,7 @@ def speed_study(reports: Path, doc: Path) -> str:
         )
     header = ["model", "GFLOP/image", "case", "compile s (cold / warm)", "images/s"]
     header += ["ms/step (min-max)", "vs eager", "GFLOP/s", "% of peak", "peak MB"]
-    return _table(header, body, "lrlrrrrrrr")
+    return markdown_table(header, body, "lrlrrrrrrr")
 
 
 def memory_efficient(reports: Path, doc: Path) -> str:
@@ -494,7 +489,7 @@ def memory_efficient(reports: Path, doc: Path) -> str:
         )
     header = ["batch 64, eager", "MB, plain", "MB, memory_efficient", "memory"]
     header += ["ms/step, plain", "ms/step, memory_efficient", "time"]
-    return _table(header, rows, "lrrrrrr")
+    return markdown_table(header, rows, "lrrrrrr")
 
 
 def ours_vs_torchvision(reports: Path, doc: Path) -> str:
@@ -514,7 +509,7 @@ def ours_vs_torchvision(reports: Path, doc: Path) -> str:
         if case in theirs
     ]
     header = ["DenseNet-BC-40, batch 64", "ours, images/s", "torchvision's", "ours / theirs"]
-    return _table([*header, "fastest repeat, ms/step (ours / theirs)"], body, "lrrrr")
+    return markdown_table([*header, "fastest repeat, ms/step (ours / theirs)"], body, "lrrrr")
 
 
 def speed_peaks(reports: Path, doc: Path) -> str:
@@ -532,7 +527,7 @@ def speed_peaks(reports: Path, doc: Path) -> str:
             f"{peak['conv_bf16']:,.0f}",
         ],
     ]
-    return _table(["measured peak, GFLOP/s", "fp32", "bf16"], rows, "lrr")
+    return markdown_table(["measured peak, GFLOP/s", "fp32", "bf16"], rows, "lrr")
 
 
 def fit_speed(reports: Path, doc: Path) -> str:
@@ -548,7 +543,7 @@ def fit_speed(reports: Path, doc: Path) -> str:
         for r in _json(reports / "fit_speed/fit_speed.json")["throughput"]
     ]
     header = ["arch", "setting", "images/s (median)", "spread (min-max)", "vs fp32 eager"]
-    return _table(header, rows, "llrrr")
+    return markdown_table(header, rows, "llrrr")
 
 
 def fit_speed_accuracy(reports: Path, doc: Path) -> str:
@@ -565,7 +560,7 @@ def fit_speed_accuracy(reports: Path, doc: Path) -> str:
         ]
         for setting, values in by_setting.items()
     ]
-    return _table(["setting", "val/acc per seed", "mean", "spread"], rows, "llrr")
+    return markdown_table(["setting", "val/acc per seed", "mean", "spread"], rows, "llrr")
 
 
 def loop_overhead(reports: Path, doc: Path) -> str:
@@ -584,7 +579,7 @@ def loop_overhead(reports: Path, doc: Path) -> str:
                     f"{fitted[setting] / bare[case]:.2f}",
                 ]
             )
-    return _table(
+    return markdown_table(
         ["densenet_c_13_k48, batch 256", "bare step, images/s", "fit, images/s", "fit / bare"],
         rows,
         "lrrr",
@@ -602,7 +597,7 @@ def profile(reports: Path, doc: Path) -> str:
         ops = re.findall(r"^\s*(\S.*?)\s{2,}([\d.]+)%\s", block, re.M)[:3]
         top = "; ".join(f"{_operator(name)} {float(pct):.0f}%" for name, pct in ops)
         rows.append([f"{head.group(1)} {head.group(2)}", head.group(4), top])
-    return _table(
+    return markdown_table(
         ["DenseNet-BC-40, batch 64", "ms/step", "top operators (self CPU %)"], rows, "lrl"
     )
 
@@ -662,7 +657,9 @@ def h100_check(reports: Path, doc: Path) -> str:
         for r in _speed_rows(reports / "speed/h100_check")
         if r["case"].startswith("torch")
     ]
-    return _table(["model (batch 64)", "case", "ms/step", "images/s", "vs eager"], rows, "llrrr")
+    return markdown_table(
+        ["model (batch 64)", "case", "ms/step", "images/s", "vs eager"], rows, "llrrr"
+    )
 
 
 def sweep_trials(reports: Path, doc: Path) -> str:
@@ -699,7 +696,7 @@ def sweep_trials(reports: Path, doc: Path) -> str:
         )
     header = ["trial", "state", "val/acc", "params", "s", "epochs", "k", "blocks", "bottleneck"]
     header += ["θ", "BN", "optimiser", "lr", "batch", "smoothing", "augment", "note"]
-    return _table(header, rows, "llrrrrrllrllrrrll")
+    return markdown_table(header, rows, "llrrrrrllrllrrrll")
 
 
 # DenseNet-BC and DenseNet in Table 2 of Huang et al.: the parameter counts it rounds.
@@ -742,7 +739,7 @@ def presets(reports: Path, doc: Path) -> str:
             ]
         )
     header = ["preset", "depth L", "k", "blocks", "bottleneck", "θ", "stem", "parameters"]
-    return _table([*header, "paper"], rows, "lrrllrlrr")
+    return markdown_table([*header, "paper"], rows, "lrrllrlrr")
 
 
 TABLES: dict[str, Callable[[Path, Path], str]] = {
@@ -808,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         if rendered != text:
             stale.append(doc)
             if not args.check:
-                doc.write_text(rendered)
+                write_text_atomic(doc, rendered)
     verb = "differ from their reports" if args.check else "rewritten"
     for doc in stale:
         print(f"{doc.relative_to(REPO)}: tables {verb}")
