@@ -104,6 +104,6 @@ def write_cache(path: Path, key: str, data: ArrayDataset, splits: list[str]) -> 
         )
 
     try:  # atomically: readers never see a half-written file
-        atomic_write(path, write)
+        atomic_write(path, write, remove_stale=False)  # DDP processes may all write it
     except OSError as err:  # an unwritable cache only costs speed
         warnings.warn(f"Could not cache decoded images in {path}: {err}", stacklevel=3)

@@ -18,6 +18,7 @@ machine is gone does the same (`fail_orphaned_trials`).
 from __future__ import annotations
 
 import copy
+import datetime
 import os
 import socket
 import warnings
@@ -102,21 +103,33 @@ def record_worker(trial: optuna.Trial) -> None:
     )
 
 
-def fail_orphaned_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
+# A worker records itself first thing in a trial (`record_worker`), within a second of the
+# trial's start: a RUNNING trial with no record this long after it started was killed before.
+UNRECORDED_AFTER_S = 120.0
+
+
+def fail_orphaned_trials(
+    study: optuna.Study, storage: BaseStorage, now: datetime.datetime | None = None
+) -> list[int]:
     """Journal storage only: fails the RUNNING trials whose worker process on this machine is
-    gone and queues each again (as Optuna's heartbeat does on RDB storages). Returns the
-    numbers of the trials failed here. Several workers may try at once: one succeeds."""
+    gone, or that never recorded a worker `UNRECORDED_AFTER_S` after they started (killed
+    before `record_worker`), and queues each again (as Optuna's heartbeat does on RDB
+    storages). Returns the numbers of the trials failed here. Several workers may try at
+    once: one succeeds. `now`: the time to judge by (default: the clock's)."""
     if not isinstance(storage, JournalStorage):
         return []  # RDB storages: the heartbeat does it, for workers on any machine
     study_id = storage.get_study_id_from_name(study.study_name)
     host, failed = socket.gethostname(), []
+    now = now or datetime.datetime.now()  # Optuna's datetime_start is naive local time
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker: Any = t.user_attrs.get("worker")
         # A re-queued trial carries the attribute of the trial it repeats until its own
         # worker records itself: only a trial's own record counts.
         if not isinstance(worker, dict) or worker.get("trial") != t.number:
-            continue
-        if worker.get("host") != host or _alive(int(worker["pid"])):
+            started = t.datetime_start
+            if started is None or (now - started).total_seconds() < UNRECORDED_AFTER_S:
+                continue  # its worker may be about to record itself
+        elif worker.get("host") != host or _alive(int(worker["pid"])):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
@@ -146,4 +159,11 @@ def _alive(pid: int) -> bool:
         return True  # no /proc (macOS)
 
 
-__all__ = ["MAX_RETRY", "fail_orphaned_trials", "is_url", "open_storage", "record_worker"]
+__all__ = [
+    "MAX_RETRY",
+    "UNRECORDED_AFTER_S",
+    "fail_orphaned_trials",
+    "is_url",
+    "open_storage",
+    "record_worker",
+]

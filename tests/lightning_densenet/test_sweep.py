@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import os
 import signal
 import sqlite3
@@ -21,7 +22,11 @@ from lightning_densenet import build_model
 from lightning_densenet.__main__ import main
 from lightning_densenet.sweep.config import read_sweep
 from lightning_densenet.sweep.space import apply, sample
-from lightning_densenet.sweep.storage import open_storage
+from lightning_densenet.sweep.storage import (
+    UNRECORDED_AFTER_S,
+    fail_orphaned_trials,
+    open_storage,
+)
 from tests.fake_data import write_cifar
 from tests.helpers import DEBUG_CONFIG, REPO, cli_args, error_line, metrics
 
@@ -141,13 +146,21 @@ def test_a_killed_study_resumes_without_losing_finished_trials(tmp_path, cifar, 
         [sys.executable, "-m", "lightning_densenet", *args], cwd=tmp_path, stdout=log, stderr=log
     )
     try:
-        while True:  # until one trial has finished and the next one runs (or the study ends)
+        # Until one trial has finished and the next has sampled its parameters, recorded its
+        # worker and begun its fit (`run_dir`): killed there, it is a trial in mid-training.
+        while True:
             assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            states = []
-            if file.is_file():  # opening the storage would create the file itself
-                with contextlib.suppress(KeyError):  # the file is there, the study not yet
-                    states = [t.state for t in _study(tmp_path, "study", location).trials]
-            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+            trials = []
+            # Only once the first trial's config is written does the study exist: opening a
+            # storage before would create it (SQLite: beside the sweep, which then fails).
+            if (tmp_path / "runs/sweeps/study/trial_000.yaml").is_file():
+                trials = _study(tmp_path, "study", location).trials
+            done = any(t.state == TrialState.COMPLETE for t in trials)
+            if (
+                done
+                and trials[-1].state == TrialState.RUNNING
+                and "run_dir" in trials[-1].user_attrs
+            ):
                 break
             time.sleep(0.1)
     finally:
@@ -312,3 +325,19 @@ def test_worker_arguments_drop_either_spelling_of_the_worker_flags() -> None:
 
     argv = ["--config", "S.yaml", "--workers", "2", "--worker_index", "1", "--worker-index=3"]
     assert without_workers([*argv, "--n_trials", "4"]) == ["--config", "S.yaml", "--n_trials", "4"]
+
+
+def test_a_trial_killed_before_recording_its_worker_is_failed_once_unrecorded_long_enough(
+    tmp_path,
+) -> None:
+    storage = open_storage(str(tmp_path / "study.journal"), heartbeat_seconds=60)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()  # RUNNING, and no worker recorded: as if killed right after ask
+    started = study.trials[trial.number].datetime_start
+    soon = started + datetime.timedelta(seconds=UNRECORDED_AFTER_S / 2)
+    assert fail_orphaned_trials(study, storage, now=soon) == []  # may still record itself
+    late = started + datetime.timedelta(seconds=UNRECORDED_AFTER_S + 1)
+    assert fail_orphaned_trials(study, storage, now=late) == [trial.number]
+    trials = study.trials
+    assert trials[trial.number].state == TrialState.FAIL
+    assert [t.state for t in trials[trial.number + 1 :]] == [TrialState.WAITING]  # queued again
