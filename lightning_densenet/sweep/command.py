@@ -228,6 +228,8 @@ def _objective(trial: optuna.Trial, sweep: Sweep) -> float:
         apply(config, "trainer.max_epochs", int(sweep.budget["epochs"]))
     if "minutes" in sweep.budget:  # the time-aware schedule: it ends when the budget does
         apply(config, "model.budget_minutes", float(sweep.budget["minutes"]))
+    if "pflop" in sweep.budget:  # the same, on training compute: alike on every machine
+        apply(config, "model.budget_pflop", float(sweep.budget["pflop"]))
     for key, value in sample(trial, sweep.params).items():
         apply(config, key, value)
     path = sweep.study_dir / f"trial_{trial.number:03d}.yaml"

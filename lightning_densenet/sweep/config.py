@@ -4,7 +4,8 @@
       n_trials: 20            # trials to reach in total (complete + pruned + rejected)
       direction: maximize     # or minimize
       metric: val/acc         # any metric fit logs per validation
-      budget: {epochs: 2}     # and/or {minutes: 3}: trainer.max_epochs / model.budget_minutes
+      budget: {epochs: 2}     # and/or {minutes: 3} or {pflop: 0.05}: trainer.max_epochs,
+                              # model.budget_minutes, model.budget_pflop
       sampler: tpe            # random, or {tpe: {n_startup_trials: 5, multivariate: true}}
       pruner: {median: {n_warmup_steps: 1}}  # percentile, hyperband, successive_halving,
                                              # threshold, none
@@ -166,8 +167,10 @@ def build(spec: Any, table: dict[str, type], what: str, **defaults: Any) -> Any:
 def _budget(spec: Any) -> dict[str, float]:
     if spec is None:
         return {}
-    if not isinstance(spec, dict) or not spec or set(spec) - {"epochs", "minutes"}:
-        raise UserError(f"sweep.budget={spec!r}: use {{epochs: N}} and/or {{minutes: M}}.")
+    if not isinstance(spec, dict) or not spec or set(spec) - {"epochs", "minutes", "pflop"}:
+        raise UserError(
+            f"sweep.budget={spec!r}: use {{epochs: N}}, {{minutes: M}} and/or {{pflop: P}}."
+        )
     for key, value in spec.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise UserError(f"sweep.budget.{key}={value!r} must be a positive number.")

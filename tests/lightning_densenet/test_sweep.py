@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.trial import TrialState
 
@@ -341,3 +342,14 @@ def test_a_trial_killed_before_recording_its_worker_is_failed_once_unrecorded_lo
     trials = study.trials
     assert trials[trial.number].state == TrialState.FAIL
     assert [t.state for t in trials[trial.number + 1 :]] == [TrialState.WAITING]  # queued again
+
+
+def test_a_compute_budget_sets_each_trials_budget_pflop(tmp_path, cifar) -> None:
+    config = _config(tmp_path, n_trials=1, budget={"pflop": 1e-9})  # less than one step's
+    assert main(_args(config, cifar, tmp_path)) == 0
+    (trial,) = _study(tmp_path, "study").trials
+    assert trial.state == TrialState.COMPLETE
+    run = Path(trial.user_attrs["run_dir"])
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["budget_pflop"] == 1e-9
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 1  # the first step used the budget up: the fit ended there
