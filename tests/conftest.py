@@ -1,7 +1,8 @@
 """What every suite may use: the CIFAR-10 JPEG archive beside the repo, decoded once per
 session, and one tiny trained run for the tests that only need *a* trained checkpoint. The
-`slow` mark comes from measured durations (`tests/durations.py`). (Tiny data written on the
-fly: `tests/fake_data.py`; shared constants and CLI helpers: `tests/helpers.py`.)"""
+`slow` mark comes from measured durations (`tests/durations.py`, hooked in by the root
+conftest.py for every suite). (Tiny data written on the fly: `tests/fake_data.py`; shared
+constants and CLI helpers: `tests/helpers.py`.)"""
 
 from __future__ import annotations
 
@@ -13,11 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.durations import (  # noqa: F401 (hooks: pytest finds them here)
-    pytest_addoption,
-    pytest_collection_modifyitems,
-    pytest_configure,
-)
 from tests.fake_data import CifarFiles, write_cifar
 from tests.helpers import QUIET, cli_args
 
