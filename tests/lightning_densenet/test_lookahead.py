@@ -1,15 +1,12 @@
-"""Lookahead: the slow copy's step, its schedule, and a fit that ends on the slow weights."""
+"""Lookahead: the slow copy's step and its schedule (a fit with it: test_module.py)."""
 
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_densenet.lookahead import lookahead_decay, lookahead_step, slow_copy
-from lightning_densenet.module import DenseNetClassifier
 
 
 def _net() -> nn.Module:
@@ -45,35 +42,3 @@ def test_decay_grows_as_the_cube_of_training_done() -> None:
     assert lookahead_decay(0.5, 5) == pytest.approx(0.95**5 / 8)
     assert lookahead_decay(1.0, 5, base=0.9) == pytest.approx(0.9**5)
     assert lookahead_decay(1.5, 5) == lookahead_decay(1.0, 5)
-
-
-def _fit(tmp_path, **kwargs) -> tuple[pl.Trainer, DenseNetClassifier]:
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    module = DenseNetClassifier("densenet_tiny", num_classes=10, lr=0.2, **kwargs)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(module, loader, loader)
-    return trainer, module
-
-
-def test_a_fit_ends_on_the_slow_copy_and_checkpoints_it(tmp_path) -> None:
-    _, module = _fit(tmp_path / "lookahead", lookahead_every=2, lookahead_decay=0.9)
-    assert module._slow is not None
-    for key, value in module.model.state_dict().items():
-        if value.is_floating_point():  # weights and BatchNorm statistics, not step counts
-            torch.testing.assert_close(value, module._slow[key])  # the last step copied it in
-    (path,) = (tmp_path / "lookahead").glob("checkpoints/*.ckpt")
-    saved = torch.load(path, weights_only=True)["lookahead"]
-    torch.testing.assert_close(saved, module._slow)  # a resumed run continues the average
-    # Without lookahead, the same seed and data train other weights.
-    _, plain = _fit(tmp_path / "plain")
-    key = "features.conv0.weight"
-    assert not torch.allclose(plain.model.state_dict()[key], module.model.state_dict()[key])

@@ -289,3 +289,18 @@ def test_norm_scale_frozen_at_one_and_norm_lr_scale_sets_their_lr(tmp_path) -> N
     trained = {id(p) for g in (weights, flat) for p in g["params"]}
     assert trained.isdisjoint(id(w) for w in scales)  # frozen: in no group
     assert all(p.ndim <= 1 for p in flat["params"]) and all(p.ndim > 1 for p in weights["params"])
+
+
+def test_lookahead_fit_ends_on_the_slow_copy_and_checkpoints_it(tmp_path) -> None:
+    _, module = _fit(tmp_path / "lookahead", lr=0.2, lookahead_every=2, lookahead_decay=0.9)
+    assert module._slow is not None
+    for key, value in module.model.state_dict().items():
+        if value.is_floating_point():  # weights and BatchNorm statistics, not step counts
+            torch.testing.assert_close(value, module._slow[key])  # the last step copied it in
+    (path,) = (tmp_path / "lookahead").glob("checkpoints/*.ckpt")
+    saved = torch.load(path, weights_only=True)["lookahead"]
+    torch.testing.assert_close(saved, module._slow)  # a resumed run continues the average
+    # Without lookahead, the same seed and data train other weights.
+    _, plain = _fit(tmp_path / "plain", lr=0.2)
+    key = "features.conv0.weight"
+    assert not torch.allclose(plain.model.state_dict()[key], module.model.state_dict()[key])
