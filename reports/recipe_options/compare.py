@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from lightning_densenet.curves import read_epochs
+from lightning_densenet.files import markdown_table
 
 
 def images_per_sec(metrics_csv: Path) -> dict[int, float]:
@@ -56,16 +57,15 @@ def main(out: Path, runs: dict[str, Path]) -> None:
     fig.tight_layout()
     fig.savefig(out / "val_acc_vs_minutes.png", dpi=120)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [
-        "| run | epochs begun | minutes | last val acc | training images/s by image size |",
-        "|---|---|---|---|---|",
-    ]
-    for label, r in results.items():
-        speeds = ", ".join(f"{s}px: {v:.0f}" for s, v in r["images_per_sec_by_size"].items())
-        row = f"| {label} | {r['epochs']} | {r['minutes']} | {r['last_val_acc']:.1f}% | {speeds} |"
-        lines.append(row)
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    header = ["run", "epochs begun", "minutes", "last val acc", "training images/s by image size"]
+    rows = [
+        [label, r["epochs"], r["minutes"], f"{r['last_val_acc']:.1f}%",
+         ", ".join(f"{s}px: {v:.0f}" for s, v in r["images_per_sec_by_size"].items())]
+        for label, r in results.items()
+    ]  # fmt: skip
+    table = markdown_table(header, rows)
+    (out / "results.md").write_text(table)
+    print(table, end="")
 
 
 if __name__ == "__main__":
