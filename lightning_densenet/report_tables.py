@@ -281,6 +281,33 @@ def compute_runs(reports: Path, doc: Path) -> str:
     return markdown_table([*header, "GFLOP/s (1 core)"], rows, "lrrrrrr")
 
 
+def compute_proxies(reports: Path, doc: Path) -> str:
+    """The proxy study: one option changed at a time from the compute recipe, once run."""
+    path = reports / "compute_recipe/proxies/proxies.json"
+    if not path.is_file():
+        return ""
+    rows = [
+        [
+            r["label"],
+            ", ".join(f"`{k}: {v}`" for k, v in r["changes"].items()) or "(the recipe as it is)",
+            f"{r['pflop']:.3f}",
+            str(r["epochs"]),
+            f"{r['val_acc']:.2f}%",
+            f"{r['vs_reference']:+.2f}",
+        ]
+        for r in _json(path)
+    ]
+    header = ["run", "changed from `cifar10_short.yaml`", "PFLOP", "epochs", "val/acc (5,000)"]
+    table = markdown_table([*header, "vs the recipe"], rows, "llrrrr")
+    return table + "\n!" + _link(doc, path.with_suffix(".png"), "Proxy runs") + "\n"
+
+
+def compute_rate(reports: Path, doc: Path) -> str:
+    """The training-step compute rate beside airbench94's, once measured."""
+    path = reports / "compute_recipe/rate/rate.md"
+    return path.read_text() if path.is_file() else ""
+
+
 def compute_figure(reports: Path, doc: Path) -> str:
     """The compute recipe's accuracy against PFLOP, once its report exists."""
     png = reports / "compute_recipe/accuracy_vs_pflop.png"
@@ -746,6 +773,8 @@ TABLES: dict[str, Callable[[Path, Path], str]] = {
     "results": results,
     "compute-runs": compute_runs,
     "compute-figure": compute_figure,
+    "compute-proxies": compute_proxies,
+    "compute-rate": compute_rate,
     "fit-summary": fit_summary,
     "cpu-config": cpu_config,
     "compute-config": compute_config,
