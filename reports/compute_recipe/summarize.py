@@ -3,8 +3,10 @@
     python reports/compute_recipe/summarize.py OUT_DIR RUN_DIR [RUN_DIR ...] \
         [--baseline LABEL=RUN_DIR ...]
 
-Each RUN_DIR holds a fit run's `config.yaml` and `metrics.csv` and the `test_metrics.csv` of
-`test` on its last checkpoint (the hold-out, read once). The RUN_DIRs are seeds of one
+Each RUN_DIR holds a fit run's `config.yaml` and `metrics.csv`, the `test_metrics.csv` of
+`test` on its last checkpoint (the hold-out, read once) and `machine.json`, how the run had
+the machine (`{"cores": 1, "alone": false}`: its minutes and GFLOP/s are a benchmark only
+when it had both cores to itself). The RUN_DIRs are seeds of one
 recipe; a `--baseline` is another recipe on the same budget, shown beside them. OUT_DIR gets
 `results.json`, `results.md` (one row per run; the seeds' mean, sample standard deviation and
 range) and `accuracy_vs_pflop.png`, with the reference points of `OUT_DIR/reference.json`.
@@ -21,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from lightning_densenet.curves import read_epochs
+from lightning_densenet.files import markdown_table, write_text_atomic
 
 
 def _last(path: Path, key: str) -> float:
@@ -42,6 +45,7 @@ def run_summary(run: Path) -> dict:
         "gflops_per_s": round(_last(metrics_csv, "train/gflops_per_s"), 1),
         "val_acc": round(100 * curve["val_acc"][-1], 2),
         "holdout_acc": round(100 * _last(run / "test_metrics.csv", "test/acc"), 2),
+        "machine": json.loads((run / "machine.json").read_text()),
     }
 
 
@@ -54,11 +58,19 @@ def spread(values: list[float]) -> dict:
     }
 
 
-def _row(label: str, r: dict) -> str:
-    return (
-        f"| {label} | {r['seed']} | {r['pflop']:.3f} | {r['epochs']} | {r['fit_minutes']} "
-        f"| {r['gflops_per_s']} | {r['val_acc']:.2f}% | {r['holdout_acc']:.2f}% |"
-    )
+def _cells(label: str, r: dict) -> list[str]:
+    m = r["machine"]
+    had = f"{m['cores']} core{'s' if m['cores'] > 1 else ''}" + ("" if m["alone"] else ", busy")
+    return [
+        label,
+        str(r["seed"]),
+        f"{r['pflop']:.3f}",
+        str(r["epochs"]),
+        str(r["fit_minutes"]),
+        f"{r['gflops_per_s']} ({had})",
+        f"{r['val_acc']:.2f}%",
+        f"{r['holdout_acc']:.2f}%",
+    ]
 
 
 def main(out: Path, runs: list[Path], baselines: dict[str, Path]) -> None:
@@ -71,30 +83,42 @@ def main(out: Path, runs: list[Path], baselines: dict[str, Path]) -> None:
     others = {label: run_summary(run) for label, run in baselines.items()}
     stats = {key: spread([r[key] for r in rows]) for key in ("holdout_acc", "val_acc", "pflop")}
     results = {
-        # Each run trained on one core of the 2-core machine (pinned with taskset, one
-        # thread) while other work used the other: its minutes and GFLOP/s are one core's.
-        "cores": 1,
         "runs": rows,
         "seeds": stats,
         "baselines": [{"label": label, **r} for label, r in others.items()],
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
 
-    lines = [
-        "| run | seed | PFLOP | epochs | fit minutes | GFLOP/s | val acc (1,000) "
-        "| hold-out acc (5,000) |",
-        "|---|---|---|---|---|---|---|---|",
-        *(_row(r["run"], r) for r in rows),
-    ]
     h = stats["holdout_acc"]
-    lines.append(
-        f"| **{len(rows)} seed{'s' if len(rows) > 1 else ''}** | | "
-        f"{stats['pflop']['mean']:.3f} | | | | "
-        f"{stats['val_acc']['mean']:.2f}% | **{h['mean']:.2f}% ± {h['std']:.2f}** "
-        f"({h['min']:.2f}-{h['max']:.2f}) |"
+    mean = [
+        f"**{len(rows)} seed{'s' if len(rows) > 1 else ''}**",
+        "",
+        f"{stats['pflop']['mean']:.3f}",
+        "",
+        "",
+        "",
+        f"{stats['val_acc']['mean']:.2f}%",
+        f"**{h['mean']:.2f}% ± {h['std']:.2f}** ({h['min']:.2f}-{h['max']:.2f})",
+    ]
+    table = markdown_table(
+        [
+            "run",
+            "seed",
+            "PFLOP",
+            "epochs",
+            "fit minutes",
+            "GFLOP/s (cores)",
+            "val acc (1,000)",
+            "hold-out acc (5,000)",
+        ],
+        [
+            *(_cells(r["run"], r) for r in rows),
+            mean,
+            *(_cells(f"baseline: {label}", r) for label, r in others.items()),
+        ],
+        align="lrrrrrrr",
     )
-    lines += [_row(f"baseline: {label}", r) for label, r in others.items()]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "results.md", table)
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     curves = [
@@ -103,22 +127,40 @@ def main(out: Path, runs: list[Path], baselines: dict[str, Path]) -> None:
     curves += [(label, others[label], run, "--") for label, run in baselines.items()]
     for label, r, run, style in curves:
         curve = read_epochs(run / "metrics.csv")
-        (line,) = ax.plot(curve["pflop"], [100 * a for a in curve["val_acc"]], style, alpha=0.6,
-                          label=f"{label}: validation, 1,000 images")  # fmt: skip
-        ax.plot([r["pflop"]], [r["holdout_acc"]], "o", color=line.get_color(),
-                label=f"{label}: hold-out, 5,000 images")  # fmt: skip
+        (line,) = ax.plot(
+            curve["pflop"],
+            [100 * a for a in curve["val_acc"]],
+            style,
+            alpha=0.6,
+            label=f"{label}: validation, 1,000 images",
+        )
+        ax.plot(
+            [r["pflop"]],
+            [r["holdout_acc"]],
+            "o",
+            color=line.get_color(),
+            label=f"{label}: hold-out, 5,000 images",
+        )
     for point in json.loads((out / "reference.json").read_text())["points"]:
-        ax.plot([point["pflop"]], [point["accuracy"]], point.get("marker", "*"), markersize=10,
-                label=point["label"])  # fmt: skip
-    ax.set(xlabel="training compute, PFLOP", ylabel="accuracy, %",
-           title="CIFAR-10 (shared JPEG copy): accuracy against training compute")  # fmt: skip
+        ax.plot(
+            [point["pflop"]],
+            [point["accuracy"]],
+            point.get("marker", "*"),
+            markersize=10,
+            label=point["label"],
+        )
+    ax.set(
+        xlabel="training compute, PFLOP",
+        ylabel="accuracy, %",
+        title="CIFAR-10 (shared JPEG copy): accuracy against training compute",
+    )
     ax.set_xlim(0.1, 0.36)
     ax.set_ylim(70, 92)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_pflop.png", dpi=120)
-    print("\n".join(lines))
+    print(table, end="")
 
 
 if __name__ == "__main__":
