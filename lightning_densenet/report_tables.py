@@ -311,6 +311,39 @@ def compute_proxies(reports: Path, doc: Path) -> str:
     return table + "\n!" + _link(doc, path.with_suffix(".png"), "Proxy runs") + "\n"
 
 
+def compute_minutes(reports: Path, doc: Path) -> str:
+    """Minutes to the compute recipe's accuracy on two machines: its PFLOP over each machine's
+    measured rate for the whole fit (this one: the runs that had it alone)."""
+    results = reports / "compute_recipe/results.json"
+    if not results.is_file():
+        return ""
+    found = _json(results)
+    alone = [r for r in found["runs"] if r["machine"]["alone"]]
+    rate = reports / "compute_recipe/rate/rate.json"
+    peak = _json(rate)["machine"]["bf16_matmul_peak_gflops"] if rate.is_file() else None
+    pflop, acc = found["seeds"]["pflop"]["mean"], found["seeds"]["holdout_acc"]["mean"]
+    machines = []
+    if alone:
+        gflops = statistics.mean(r["gflops_per_s"] for r in alone)
+        label = "this project's 2-core AMD EPYC, alone"
+        machines.append((label, f"{peak:.0f}" if peak else "-", gflops, "measured"))
+    for m in _json(reports / "compute_recipe/reference.json")["machines"]:
+        peak_m = f"{m['bf16_matmul_peak_gflops']:.0f}"
+        machines.append((m["label"], peak_m, m["sustained_gflops_per_s"], "PFLOP / its rate"))
+    rows = [
+        [
+            label,
+            peak,
+            f"{gflops:.0f}",
+            f"{pflop * 1e6 / gflops / 60:.0f} min ({how})",  # PFLOP -> GFLOP, s -> min
+            f"{acc:.1f}%",
+        ]
+        for label, peak, gflops, how in machines
+    ]
+    header = ["machine", "bf16 matmul peak, GFLOP/s", "fit's GFLOP/s", "0.25 PFLOP takes"]
+    return markdown_table([*header, "hold-out accuracy"], rows, "lrrrr")
+
+
 def compute_rate(reports: Path, doc: Path) -> str:
     """The training-step compute rate beside airbench94's, once measured."""
     path = reports / "compute_recipe/rate/rate.md"
@@ -784,6 +817,7 @@ TABLES: dict[str, Callable[[Path, Path], str]] = {
     "compute-figure": compute_figure,
     "compute-proxies": compute_proxies,
     "compute-rate": compute_rate,
+    "compute-minutes": compute_minutes,
     "fit-summary": fit_summary,
     "cpu-config": cpu_config,
     "compute-config": compute_config,
