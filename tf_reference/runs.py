@@ -39,7 +39,10 @@ class RunOutputs:
         name = exp.name if network == "densenet" else f"{exp.name}-{network}"
         path = next_version(Path(root) / "tf" / name / mode)
         path.mkdir(parents=True)
-        (path / "config.yaml").write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
+        config = exp.to_dict()
+        # The classes the network was built for (from the data), as PyTorch's CLI records them.
+        config["model"]["num_classes"] = int(net.output_shape[-1])
+        (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer)
         manager = tf.train.CheckpointManager(checkpoint, path / "checkpoints", max_to_keep=1)
         return cls(path, tf.summary.create_file_writer(str(path)), manager)
