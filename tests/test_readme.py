@@ -17,7 +17,8 @@ def test_readme_has_two_commands_and_ci_runs_the_second() -> None:
     setup = "test -d .venv || python3 -m venv .venv && .venv/bin/pip install -q -e '.[tf,dev]'"
     assert all(c.startswith(setup) for c in commands)
     assert "python -m lightning_densenet fit --config configs/" in commands[0]
-    assert commands[1].rstrip().endswith(".venv/bin/pytest")
+    # Every test, on every core (pytest-xdist; a module's tests share one worker and its fixtures).
+    assert commands[1].rstrip().endswith(".venv/bin/pytest -n auto --dist loadscope")
     ci_lines = (REPO / ".ci/run").read_text().splitlines()
     assert commands[1] in ci_lines, "'.ci/run' must run the README's test command verbatim"
 
