@@ -15,7 +15,6 @@ from lightning_densenet import curves, runs
 from lightning_densenet.cli import run_cli
 from lightning_densenet.errors import UserError, command
 from lightning_densenet.summary import print_fit_summary
-from lightning_densenet.sweep import command as sweep
 
 
 @command
@@ -27,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
             "the weight port is now `python -m parity_tests.convert SRC DST` (same arguments)."
         )
     if args and args[0] == "sweep":
+        # Here, not at the top: Optuna and SQLAlchemy load only for a sweep, not for every
+        # fit (and every DDP process of one).
+        from lightning_densenet.sweep import command as sweep
+
         return sweep.main(args[1:])
     if args and args[0] in ("runs", "curves"):  # reading runs, not training: no LightningCLI
         return (runs.main if args[0] == "runs" else curves.main)(args[1:])

@@ -217,5 +217,12 @@ def build_model(
     return DenseNet(resolve_arch(arch), num_classes, memory_efficient, channels_last)
 
 
+def freeze_norm_scales(model: nn.Module) -> None:
+    """Freezes every BatchNorm's scale at its value (1 when new): `model.norm_scale: false`."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.requires_grad_(False)
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -36,7 +36,7 @@ from lightning_densenet.arch import DenseNetConfig, resolve_arch
 from lightning_densenet.errors import UserError
 from lightning_densenet.flops import training_flops_per_image
 from lightning_densenet.lookahead import lookahead_decay, lookahead_step, slow_copy
-from lightning_densenet.model import DenseNet
+from lightning_densenet.model import DenseNet, freeze_norm_scales
 from lightning_densenet.options import (
     CompileMode,
     ModelBlock,
@@ -149,11 +149,10 @@ class DenseNetClassifier(pl.LightningModule):
         check_block("model", ModelBlock, self.hparams)
         check_milestones(milestones)
         self.model = DenseNet(resolve_arch(arch), num_classes, memory_efficient, channels_last)
-        if not norm_scale:  # frozen at their initial 1
-            for m in self.model.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.weight.requires_grad_(False)
+        if not norm_scale:
+            freeze_norm_scales(self.model)
         self._slow: dict[str, Tensor] | None = None  # lookahead's slow copy (lookahead.py)
+        self._lookahead_step = -1  # the optimiser step it last ran at
         self.compiled = False
         # Layer shapes and FLOPs in the summary (dropped when compiling: see `setup`).
         self.example_input_array: Tensor | None = torch.zeros(2, 3, 32, 32)
@@ -397,12 +396,22 @@ class DenseNetClassifier(pl.LightningModule):
             self.trainer.should_stop = True  # Lightning validates once more, then stops
 
     def _lookahead(self, fraction: float, every: int) -> None:
-        """Every `every` steps, and at the last, the slow copy's step (lookahead.py)."""
+        """Every `every` optimiser steps, and at the last, the slow copy's step (lookahead.py).
+
+        Once per optimiser step: with gradient accumulation this hook runs after each
+        micro-batch, while `global_step` moves once per step (and is 0 until the first)."""
+        step = self.global_step
+        if step in (0, self._lookahead_step):
+            return
+        self._lookahead_step = step
         if self._slow is None:  # a new run (a resumed one has it from its checkpoint)
             self._slow = slow_copy(self.model)
+        elif next(iter(self._slow.values())).device != self.device:
+            # A resumed run loads its checkpoint before the model moves to its device.
+            self._slow = {k: v.to(self.device) for k, v in self._slow.items()}
         if fraction >= 1:  # the end: the network becomes the slow copy
             lookahead_step(self._slow, self.model, decay=1.0)
-        elif self.global_step % every == 0:
+        elif step % every == 0:
             decay = lookahead_decay(fraction, every, self.hparams.lookahead_decay)
             lookahead_step(self._slow, self.model, decay)
 
@@ -416,7 +425,7 @@ class DenseNetClassifier(pl.LightningModule):
         self._budget_used_s = float(checkpoint.get("budget_used_s", 0.0))
         self.flops_done = float(checkpoint.get("flops_done", 0.0))
         if "lookahead" in checkpoint:
-            self._slow = {k: v.to(self.device) for k, v in checkpoint["lookahead"].items()}
+            self._slow = dict(checkpoint["lookahead"])  # moved to the model's device in use
 
 
 def _shifted(x: Tensor, shift: int) -> tuple[Tensor, Tensor]:

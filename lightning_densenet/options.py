@@ -17,7 +17,7 @@ import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from jsonargparse.typing import (
     NonNegativeFloat,
@@ -138,7 +138,8 @@ def check_block(block: str, declared: type, values: Mapping[str, Any]) -> None:
 
 
 def _is_union(hint: Any) -> bool:
-    return isinstance(hint, types.UnionType)
+    """`X | None`, and `Optional[X]` / `Union[X, Y]` written the older way."""
+    return get_origin(hint) in (Union, types.UnionType)
 
 
 def _is_range(kind: Any) -> bool:

@@ -272,7 +272,7 @@ def compute_runs(reports: Path, doc: Path) -> str:
             f"{r['val_acc']:.2f}%",
             f"{r['holdout_acc']:.2f}%",
             f"{r['fit_minutes']:.1f}",
-            f"{r['gflops_per_s']:.0f} ({_cores(r['machine'])})",
+            f"{r['gflops_per_s']:.0f} ({machine_words(r['machine'])})",
         ]
 
     rows = [cells("`cifar10_short.yaml`", r) for r in found["runs"]]
@@ -284,7 +284,7 @@ def compute_runs(reports: Path, doc: Path) -> str:
     return markdown_table([*header, "GFLOP/s (cores)"], rows, "lrrrrrr")
 
 
-def _cores(machine: dict[str, Any]) -> str:
+def machine_words(machine: dict[str, Any]) -> str:
     """How a run had the machine: `2 cores`, or `1 core, busy` when it shared it."""
     cores = machine["cores"]
     return f"{cores} core{'s' if cores > 1 else ''}" + ("" if machine["alone"] else ", busy")
@@ -306,7 +306,9 @@ def compute_proxies(reports: Path, doc: Path) -> str:
         ]
         for r in _json(path)
     ]
-    header = ["run", "changed from `cifar10_short.yaml`", "PFLOP", "epochs", "val/acc (5,000)"]
+    val_size = _json(path)[0]["val_size"]
+    header = ["run", "changed from `cifar10_short.yaml`", "PFLOP", "epochs"]
+    header.append(f"val/acc ({val_size:,})")
     table = markdown_table([*header, "vs the recipe"], rows, "llrrrr")
     return table + "\n!" + _link(doc, path.with_suffix(".png"), "Proxy runs") + "\n"
 
@@ -340,7 +342,7 @@ def compute_minutes(reports: Path, doc: Path) -> str:
         ]
         for label, peak, gflops, how in machines
     ]
-    header = ["machine", "bf16 matmul peak, GFLOP/s", "fit's GFLOP/s", "0.25 PFLOP takes"]
+    header = ["machine", "bf16 matmul peak, GFLOP/s", "fit's GFLOP/s", f"{pflop:.2g} PFLOP takes"]
     return markdown_table([*header, "hold-out accuracy"], rows, "lrrrr")
 
 
@@ -888,4 +890,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["TABLES", "documents", "main", "render", "run_pflop"]
+__all__ = ["TABLES", "documents", "machine_words", "main", "render", "run_pflop"]

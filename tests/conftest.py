@@ -7,7 +7,6 @@ constants and CLI helpers: `tests/helpers.py`.)"""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_data import CifarFiles, write_cifar
-from tests.helpers import QUIET, cli_args
+from tests.helpers import QUIET, cli_args, digests
 
 # Triton's library segfaults when it loads into a process that already holds TensorFlow;
 # loaded first, both work. One pytest run holds both frameworks, whatever the test order.
@@ -53,14 +52,6 @@ class TrainedRun:
         return self.run / "checkpoints/last.ckpt"
 
 
-def _digests(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedRun]:
     """One tiny real run per session, through the real command line, for every test that only
@@ -71,7 +62,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedRun
     cifar = write_cifar(tmp / "cifar", "cifar10", n_train=200, n_test=40)
     assert main(cli_args("fit", cifar.root, tmp / "runs", *QUIET)) == 0
     shared = TrainedRun(cifar, tmp / "runs/debug/version_0")
-    before = _digests(tmp)
+    before = digests(tmp)
     yield shared
-    changed = sorted(k for k, v in _digests(tmp).items() ^ before.items())
+    changed = sorted(k for k, v in digests(tmp).items() ^ before.items())
     assert not changed, f"a test changed the shared trained run (copy it first): {changed}"

@@ -1,13 +1,13 @@
-"""`slow` by measured duration: a pytest plugin (its hooks are imported by tests/conftest.py).
+"""`slow` by measured duration: a pytest plugin (its hooks are imported by the root conftest.py).
 
 `tests/durations.json` holds what a quiet run measured: each test's own seconds (setup, call
 and teardown, less the set-up of fixtures wider than a function) and each such shared
 fixture's set-up seconds. A test is marked `slow` when its own seconds plus those of the
 shared fixtures it uses exceed `SLOW_AFTER_S`: selected alone, that is what it costs.
 
-Regenerate the file on an otherwise idle machine (both cores free), from a full run:
+Regenerate the file on an otherwise idle machine, from a full run as CI runs it:
 
-    pytest --record-durations
+    pytest -n auto --dist loadscope --record-durations
 
 `--record-durations` merges this run's measurements into the file (tests not run keep their
 entries; delete the file first to drop those of removed tests). Tests absent from the file

@@ -8,6 +8,7 @@ Imported as `tests.helpers` (pytest puts the repository root on `sys.path`, see 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def metrics(run: Path) -> list[dict[str, str]]:
     """The rows of a run folder's metrics.csv (Lightning's CSV logger)."""
     with (run / "metrics.csv").open() as f:
         return list(csv.DictReader(f))
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (relative path) and its SHA-256: two calls compare contents."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def last(rows: list[dict[str, str]], key: str) -> float:

@@ -27,7 +27,13 @@ from lightning_densenet.curves import read_epochs
 from lightning_densenet.files import markdown_table, write_text_atomic
 
 # Keys that differ between runs without being an option under study.
-_BOOKKEEPING = {"trainer.default_root_dir", "trainer.logger", "ckpt_path", "config"}
+_BOOKKEEPING = {
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.enable_progress_bar",
+    "ckpt_path",
+    "config",
+}
 
 
 def _flat(block: Any, prefix: str = "") -> dict[str, Any]:
@@ -43,19 +49,21 @@ def changed(reference: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """The options whose value in `run`'s config differs from `reference`'s (dotted keys)."""
     a, b = _flat(reference), _flat(run)
     keys = sorted((a.keys() | b.keys()) - _BOOKKEEPING)
-    return {k: b.get(k) for k in keys if a.get(k) != b.get(k) and not k.startswith("trainer.l")}
+    return {k: b.get(k) for k in keys if a.get(k) != b.get(k)}
 
 
 def summary(label: str, run: Path, reference: dict[str, Any] | None) -> dict[str, Any]:
     config = yaml.safe_load((run / "config.yaml").read_text())
     curve = read_epochs(run / "metrics.csv")
     pflop = [p for p in curve["pflop"] if not math.isnan(p)]
+    if not pflop:
+        raise SystemExit(f"{run}: no train/pflop logged (a run of this project's fit is needed)")
     return {
         "label": label,
         "run": str(run),
         "changes": changed(reference, config) if reference is not None else {},
         "val_size": config["data"]["val_size"],
-        "pflop": round(pflop[-1], 4) if pflop else None,
+        "pflop": round(pflop[-1], 4),
         "epochs": len(curve["epoch"]),
         "val_acc": round(100 * curve["val_acc"][-1], 2),
         "curve": {"pflop": curve["pflop"], "val_acc": curve["val_acc"]},

@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_densenet.arch import resolve_arch
 from lightning_densenet.files import markdown_table, write_text_atomic
-from lightning_densenet.model import DenseNet
+from lightning_densenet.model import DenseNet, freeze_norm_scales
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,9 +71,7 @@ def recipe_net(config: Path) -> nn.Module:
     model = yaml.safe_load(config.read_text())["model"]
     net = DenseNet(resolve_arch(model["arch"]), 10)
     if model.get("norm_scale") is False:
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.requires_grad_(False)
+        freeze_norm_scales(net)
     return net
 
 

@@ -24,6 +24,7 @@ import yaml
 
 from lightning_densenet.curves import read_epochs
 from lightning_densenet.files import markdown_table, write_text_atomic
+from lightning_densenet.report_tables import machine_words
 
 
 def _last(path: Path, key: str) -> float:
@@ -59,15 +60,13 @@ def spread(values: list[float]) -> dict:
 
 
 def _cells(label: str, r: dict) -> list[str]:
-    m = r["machine"]
-    had = f"{m['cores']} core{'s' if m['cores'] > 1 else ''}" + ("" if m["alone"] else ", busy")
     return [
         label,
         str(r["seed"]),
         f"{r['pflop']:.3f}",
         str(r["epochs"]),
         str(r["fit_minutes"]),
-        f"{r['gflops_per_s']} ({had})",
+        f"{r['gflops_per_s']} ({machine_words(r['machine'])})",
         f"{r['val_acc']:.2f}%",
         f"{r['holdout_acc']:.2f}%",
     ]

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from lightning_densenet.curves import read_epochs
-from lightning_densenet.files import markdown_table
+from lightning_densenet.files import markdown_table, write_text_atomic
 
 
 def images_per_sec(metrics_csv: Path) -> dict[int, float]:
@@ -56,7 +56,7 @@ def main(out: Path, runs: dict[str, Path]) -> None:
     plt.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "val_acc_vs_minutes.png", dpi=120)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     header = ["run", "epochs begun", "minutes", "last val acc", "training images/s by image size"]
     rows = [
         [label, r["epochs"], r["minutes"], f"{r['last_val_acc']:.1f}%",
@@ -64,7 +64,7 @@ def main(out: Path, runs: dict[str, Path]) -> None:
         for label, r in results.items()
     ]  # fmt: skip
     table = markdown_table(header, rows)
-    (out / "results.md").write_text(table)
+    write_text_atomic(out / "results.md", table)
     print(table, end="")
 
 

@@ -5,7 +5,6 @@ theirs overwritten: the table of cases, each through the CLI's entry point (`mai
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pickle
 import shutil
@@ -19,7 +18,7 @@ from PIL import Image
 
 from lightning_densenet.__main__ import main
 from tests.fake_data import write_cifar, write_cifar_archive, write_images, write_tar
-from tests.helpers import QUIET, cli_args, error_line
+from tests.helpers import QUIET, cli_args, digests, error_line
 
 
 class Case:
@@ -259,14 +258,6 @@ CASES = {
 }
 
 
-def _snapshot(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in folder.rglob("*")
-        if p.is_file()
-    }
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_user_error_is_one_sentence_and_overwrites_nothing(
     name: str, tmp_path: Path, capsys, request
@@ -278,7 +269,7 @@ def test_user_error_is_one_sentence_and_overwrites_nothing(
     else:
         args = case.setup(tmp_path, cifar)
     capsys.readouterr()
-    before = _snapshot(tmp_path)
+    before = digests(tmp_path)
     try:
         code = main([*args, *(QUIET if args[0] != "convert" else [])])
     except SystemExit as exit_info:  # the argument parser exits by itself
@@ -290,7 +281,7 @@ def test_user_error_is_one_sentence_and_overwrites_nothing(
         assert text in line, line
     # One sentence: no line breaks (checked above), and it ends as a sentence does.
     assert line.rstrip().endswith((".", ")")), line
-    after = _snapshot(tmp_path)
+    after = digests(tmp_path)
     changed = [k for k, digest in before.items() if after.get(k) != digest]
     assert not changed, f"{name} changed or removed {changed}"
     assert not [k for k in after.keys() - before.keys() if k.endswith(".ckpt")]

@@ -304,3 +304,24 @@ def test_lookahead_fit_ends_on_the_slow_copy_and_checkpoints_it(tmp_path) -> Non
     _, plain = _fit(tmp_path / "plain", lr=0.2)
     key = "features.conv0.weight"
     assert not torch.allclose(plain.model.state_dict()[key], module.model.state_dict()[key])
+
+
+def test_lookahead_steps_once_per_optimiser_step_with_accumulation(tmp_path, monkeypatch) -> None:
+    import lightning_densenet.module as module_py
+
+    decays: list[float] = []
+    real = module_py.lookahead_step
+
+    def recorded(slow, network, decay):
+        decays.append(decay)
+        real(slow, network, decay)
+
+    monkeypatch.setattr(module_py, "lookahead_step", recorded)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    module = DenseNetClassifier("densenet_tiny", num_classes=10, lookahead_every=1)
+    trainer = pl.Trainer(max_epochs=1, accumulate_grad_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=16))  # 4 batches: 2 steps
+    assert trainer.global_step == 2
+    assert decays == [pytest.approx(0.95 * 0.5**3), 1.0]  # step 1 of 2, then the end
