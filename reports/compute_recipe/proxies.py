@@ -49,7 +49,12 @@ def changed(reference: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """The options whose value in `run`'s config differs from `reference`'s (dotted keys)."""
     a, b = _flat(reference), _flat(run)
     keys = sorted((a.keys() | b.keys()) - _BOOKKEEPING)
-    return {k: b.get(k) for k in keys if a.get(k) != b.get(k)}
+
+    def replaced(key: str) -> bool:  # under a block `run` sets to one value (an arch preset)
+        parts = key.split(".")
+        return key not in b and any(".".join(parts[:i]) in b for i in range(1, len(parts)))
+
+    return {k: b.get(k) for k in keys if a.get(k) != b.get(k) and not replaced(k)}
 
 
 def summary(label: str, run: Path, reference: dict[str, Any] | None) -> dict[str, Any]:
