@@ -327,7 +327,7 @@ def compute_minutes(reports: Path, doc: Path) -> str:
     machines = []
     if alone:
         gflops = statistics.mean(r["gflops_per_s"] for r in alone)
-        label = "this project's 2-core AMD EPYC, alone"
+        label = "this project's 2-core AMD EPYC, alone (seed 2's fit)"
         machines.append((label, f"{peak:.0f}" if peak else "-", gflops, "measured"))
     for m in _json(reports / "compute_recipe/reference.json")["machines"]:
         peak_m = f"{m['bf16_matmul_peak_gflops']:.0f}"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-SLOW_AFTER_S = 2.0
+SLOW_AFTER_S = 0.5  # the quick loop (`-m "not slow"`) keeps what runs in under half a second
 DURATIONS = "tests/durations.json"  # relative to the rootdir (the repository)
 _SHARED = "shared_fixture_s"  # the user property that carries a shared fixture's set-up time
 

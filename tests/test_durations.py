@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.durations import SLOW_AFTER_S
 from tests.helpers import REPO
 
 pytest_plugins = ["pytester"]
@@ -47,11 +48,12 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_tests_over_the_threshold_with_their_shared_fixtures_are_marked_slow(suite) -> None:
     recorded = {
         "tests": {
-            "test_suite.py::test_quick": 1.9,
-            "test_suite.py::test_long": 2.1,
-            "test_suite.py::test_quick_on_a_slow_fixture": 0.1,
+            "test_suite.py::test_quick": 0.95 * SLOW_AFTER_S,
+            "test_suite.py::test_long": 1.05 * SLOW_AFTER_S,
+            "test_suite.py::test_quick_on_a_slow_fixture": 0.05 * SLOW_AFTER_S,
         },
-        "fixtures": {"shared": 1.95},  # set up once, but run alone it costs its user that
+        # Set up once, but run alone it costs its user that: 0.05 + 0.975 is over the line.
+        "fixtures": {"shared": 0.975 * SLOW_AFTER_S},
     }
     (suite.path / "tests/durations.json").write_text(json.dumps(recorded))
     result = suite.runpytest("-m", "not slow", "-v")
