@@ -353,6 +353,8 @@ class DenseNetClassifier(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._budget_clock = self.clock()
+        if self._slow is not None:  # a resumed lookahead, loaded before the model moved
+            self._slow = {k: v.to(self.device) for k, v in self._slow.items()}
         self._budget_fraction = self._budget_progress()  # resumed runs start part-way
         if self.model.config.stem == "whitening" and self.trainer.ckpt_path is None:
             self.model.init_whitening(self._whitening_images())
@@ -406,9 +408,6 @@ class DenseNetClassifier(pl.LightningModule):
         self._lookahead_step = step
         if self._slow is None:  # a new run (a resumed one has it from its checkpoint)
             self._slow = slow_copy(self.model)
-        elif next(iter(self._slow.values())).device != self.device:
-            # A resumed run loads its checkpoint before the model moves to its device.
-            self._slow = {k: v.to(self.device) for k, v in self._slow.items()}
         if fraction >= 1:  # the end: the network becomes the slow copy
             lookahead_step(self._slow, self.model, decay=1.0)
         elif step % every == 0:
@@ -425,7 +424,7 @@ class DenseNetClassifier(pl.LightningModule):
         self._budget_used_s = float(checkpoint.get("budget_used_s", 0.0))
         self.flops_done = float(checkpoint.get("flops_done", 0.0))
         if "lookahead" in checkpoint:
-            self._slow = dict(checkpoint["lookahead"])  # moved to the model's device in use
+            self._slow = dict(checkpoint["lookahead"])  # to the model's device: on_train_start
 
 
 def _shifted(x: Tensor, shift: int) -> tuple[Tensor, Tensor]:
