@@ -284,7 +284,6 @@ def test_bad_files_end_in_one_line(src: str, dst: str, message: str, tmp_path, c
     assert message in err and err.count("\n") == 1
 
 
-@pytest.mark.slow
 def test_cli_entry_point(tmp_path: Path) -> None:
     result = subprocess.run(
         [

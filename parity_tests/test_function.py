@@ -70,15 +70,7 @@ ARCHS = {
 }
 
 
-def _case(name: str, *more: str) -> object:
-    """A test case of `name`. DenseNet-BC-100's are `slow` (the 100-layer network takes
-    seconds a pass in each framework); the random architectures, which vary every option,
-    run in the quick loop too."""
-    marks = [pytest.mark.slow] if name == "densenet_bc_100_k12" else []
-    return pytest.param(name, *more, marks=marks)
-
-
-ARCH_PARAMS = [_case(name) for name in ARCHS if name != "whitening_stem"]
+ARCH_PARAMS = [name for name in ARCHS if name != "whitening_stem"]
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the paper's SGD recipe
 CLASSES = 10
 
@@ -116,8 +108,7 @@ def test_eval_forward_agrees_stage_by_stage(name: str, api: str, record) -> None
     assert_stages_agree(expected, actual, name, record, "eval")
 
 
-TRAIN_CASES = [_case(name, "functional") for name in ARCHS]
-TRAIN_CASES += [_case("densenet_bc_100_k12", "sequential")]
+TRAIN_CASES = [(name, "functional") for name in ARCHS] + [("densenet_bc_100_k12", "sequential")]
 
 
 @pytest.mark.parametrize(("name", "api"), TRAIN_CASES)

@@ -46,7 +46,6 @@ def mlp_training_flops(widths: list[int]) -> int:
     return 2 * forward + sum(2 * n_in * n_out for n_in, n_out in layers[1:])
 
 
-@pytest.mark.slow
 def test_speed_report_is_complete_and_well_formed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -231,9 +230,7 @@ def test_settings_round_trip_through_the_command_line(capsys) -> None:
     assert "unrecognized arguments: --repeat-s" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "case", ["tf-fit", pytest.param("tf-fit-xla", marks=pytest.mark.slow), "tf-fit-eager"]
-)
+@pytest.mark.parametrize("case", ["tf-fit", "tf-fit-xla", "tf-fit-eager"])
 def test_keras_fit_cases_take_the_steps_of_the_traced_step(case: str) -> None:
     # In this process (threads=0 leaves TensorFlow's pools as they are): one step per call,
     # so each call's loss is that step's loss, before its update.

@@ -7,6 +7,7 @@ constants and CLI helpers: `tests/helpers.py`.)"""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,21 @@ def cifar10_jpeg_tar() -> Path:
 
 
 @pytest.fixture(scope="session")
-def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One decode cache per test session: the 50,000-image archive is decoded once."""
-    return tmp_path_factory.mktemp("image-cache")
+def image_cache(tmp_path_factory: pytest.TempPathFactory, cifar10_jpeg_tar: Path) -> Path:
+    """The decode cache of the shared archive, filled once per test run: the first process to
+    get here decodes the 50,000 images (~13 s), the others (pytest-xdist workers) wait for
+    it and read the cache."""
+    from filelock import FileLock
+
+    from lightning_densenet.datasets import load_image_folder
+
+    run_dir = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        run_dir = run_dir.parent  # each worker's base folder sits in the run's
+    cache = run_dir / "image-cache"
+    with FileLock(run_dir / "image-cache.lock"):
+        load_image_folder(cifar10_jpeg_tar, "train", cache_dir=cache)
+    return cache
 
 
 @dataclass(frozen=True)

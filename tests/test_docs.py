@@ -19,7 +19,6 @@ PAGES = [*documents(), REPO / "reports/README.md"]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
-@pytest.mark.slow  # builds every preset and counts FLOPs on the meta device: ~10 s
 def test_every_table_is_what_the_reports_render() -> None:
     for doc in documents():
         text = doc.read_text()

@@ -97,3 +97,20 @@ def test_the_repositorys_durations_file_is_readable_and_names_existing_tests() -
     assert recorded["tests"], f"{DURATIONS} is empty: record it (see tests/durations.py)"
     for nodeid in recorded["tests"]:
         assert (REPO / nodeid.split("::")[0]).is_file(), f"{DURATIONS} names {nodeid}"
+
+
+def test_xdist_workers_get_the_longest_modules_first(suite, monkeypatch) -> None:
+    suite.makepyfile(test_zzz="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    recorded = {"tests": {"test_zzz.py::test_a": 3.0, "test_suite.py::test_long": 2.0}}
+    (suite.path / "tests/durations.json").write_text(json.dumps(recorded))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this suite may run on a worker
+    in_order = _collected(suite)  # alone: the files in order
+    assert in_order[0] == "test_suite.py::test_quick" and in_order[-1] == "test_zzz.py::test_b"
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")  # as a worker collects
+    longest_first = ["test_zzz.py::test_a", "test_zzz.py::test_b", *in_order[:-2]]
+    assert _collected(suite) == longest_first
+
+
+def _collected(suite: pytest.Pytester) -> list[str]:
+    result = suite.runpytest("--collect-only", "-q")
+    return [line for line in result.outlines if "::" in line]

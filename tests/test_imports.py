@@ -51,17 +51,32 @@ def _every_module(package: str) -> str:
 
 
 # Each starts a fresh Python process that imports a framework or two: seconds apiece.
-@pytest.mark.slow
 def test_core_imports_neither_framework() -> None:
     assert _frameworks_loaded("\n".join(f"import {m}" for m in CORE)) == set()
 
 
-@pytest.mark.slow
-def test_lightning_densenet_never_imports_tensorflow() -> None:
-    assert _frameworks_loaded(_every_module("lightning_densenet")) & TENSORFLOW == set()
+def test_lightning_densenet_never_imports_tensorflow(tmp_path: Path) -> None:
+    # Every module, then a TensorBoard scalar logged as `fit` logs it: TensorBoard's writer
+    # imports TensorFlow when it is installed, unless the CLI's process set-up switches it
+    # to its TensorFlow-free writer (lightning_densenet/cli/process_setup.py).
+    code = _every_module("lightning_densenet") + (
+        "\nfrom pytorch_lightning.loggers import TensorBoardLogger"
+        "\nfrom lightning_densenet.cli.process_setup import set_up_process"
+        "\nset_up_process()"
+        f"\nlogger = TensorBoardLogger({str(tmp_path)!r}, name='run')"
+        "\nlogger.log_metrics({'val/acc': 0.5}, step=3)"
+        "\nlogger.finalize('success')"
+    )
+    assert _frameworks_loaded(code) & TENSORFLOW == set()
+    # ... and the event file it wrote is one TensorBoard reads.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = tmp_path.rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert [(e.step, e.value) for e in accumulator.Scalars("val/acc")] == [(3, 0.5)]
 
 
-@pytest.mark.slow
 def test_tf_reference_never_imports_torch() -> None:
     # Every module, the command line's too, and a model built: nothing loads torch lazily.
     code = _every_module("tf_reference")

@@ -15,7 +15,7 @@ import yaml
 
 from lightning_densenet.__main__ import main
 from lightning_densenet.cli import run_cli
-from lightning_densenet.module import DenseNetClassifier, load_network
+from lightning_densenet.module import load_network
 from tests.fake_data import write_cifar
 from tests.helpers import (
     DEBUG_CONFIG,
@@ -138,17 +138,6 @@ def test_runtime_options_on_the_command_line_beat_the_checkpoint(tmp_path, cifar
     assert cli.model.hparams.arch == "densenet_tiny"  # what the network is: the checkpoint's
 
 
-@pytest.mark.slow  # by hand: torch.compile's on-disk cache makes a measured rerun fast
-def test_compiled_run_checkpoint_loads_uncompiled(tmp_path, cifar) -> None:
-    run = _fit(tmp_path, cifar, "--model.compile", "true", "--trainer.limit_train_batches", "2")
-    ckpt = run / "checkpoints/last.ckpt"
-    state = torch.load(ckpt, weights_only=False)
-    assert state["hyper_parameters"]["compile"] is True
-    assert not any("_orig_mod" in k for k in state["state_dict"])
-    module = DenseNetClassifier("densenet_tiny", num_classes=10, compile=False)
-    module.load_state_dict(state["state_dict"], strict=True)
-
-
 def test_print_config(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         # skip_first_batches: in the config.yaml of runs before the ThroughputMonitor.
@@ -204,24 +193,24 @@ def test_offline_download_fails_in_one_sentence(tmp_path) -> None:
 
 
 def test_real_data_learns(tmp_path, cifar10_jpeg_tar, image_cache) -> None:
-    """A few epochs of densenet_tiny on 6,000 real CIFAR-10 images beat chance (10%) clearly."""
+    """Two epochs of densenet_tiny on 4,000 real CIFAR-10 images beat chance (10%) clearly."""
     args = ["fit", "--config", str(DEBUG_CONFIG), "--data.dataset", "imagefolder"]
     args += ["--data.root", str(cifar10_jpeg_tar), "--data.cache_dir", str(image_cache)]
     args += [
         "--data.max_train_images",
-        "6000",
+        "4000",
         "--data.val_size",
         "1000",
         "--data.batch_size",
-        "64",
+        "32",
     ]
-    args += ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "null"]
+    args += ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "null"]
     args += ["--trainer.limit_val_batches", "null", "--model.schedule", "onecycle"]
     args += ["--model.lr", "0.2", "--trainer.default_root_dir", str(tmp_path / "runs")]
     assert main([*args, *QUIET]) == 0
     rows = metrics(tmp_path / "runs/debug/version_0")
     val_acc = last(rows, "val/acc")
-    print(f"densenet_tiny, 3 epochs on 6,000 images: val/acc = {val_acc:.3f}")
+    print(f"densenet_tiny, 2 epochs on 4,000 images: val/acc = {val_acc:.3f}")
     assert val_acc > 0.25
 
 

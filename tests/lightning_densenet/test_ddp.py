@@ -1,8 +1,10 @@
 """Lightning DDP on CPU, 2 processes over gloo: shares, exact counts, synchronised metrics.
 
-The runs are real `python -m lightning_densenet` subprocesses (Lightning launches the
-second process itself). A small recording callback, loaded by class path like any user
-callback, writes what each process trained, validated and tested on, by image content.
+The DDP runs are real `python -m lightning_densenet` subprocesses (Lightning launches the
+second process itself); the one-process runs they are compared with go through the same
+command line in the test's own process. A small recording callback, loaded by class path
+like any user callback, writes what each process trained, validated and tested on, by image
+content.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_densenet.__main__ import main
 from tests.fake_data import write_cifar
 from tests.helpers import QUIET, cli_args, ddp_env, is_fraction_of, last, metrics
 
@@ -78,10 +81,14 @@ N_VAL, N_TEST, BATCH = 41, 23, 16
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, monkeypatch):
     cifar = write_cifar(tmp_path / "cifar", "cifar10", n_train=360 + N_VAL, n_test=N_TEST)
     (tmp_path / "recorder.py").write_text(RECORDER)
-    return cifar, ddp_env(tmp_path)
+    env = ddp_env(tmp_path)
+    # The one-process runs (`_one`) load the recorder here, as the subprocesses do.
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.setenv("RECORD_DIR", env["RECORD_DIR"])
+    return cifar, env
 
 
 def _cli(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -95,6 +102,11 @@ def _cli(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def _one(*args: str) -> None:
+    """A one-process run, through the command line, in this process (no start-up cost)."""
+    assert main(list(args)) == 0
 
 
 def _args(command: str, cifar, root: Path, *extra: str) -> list[str]:
@@ -162,7 +174,7 @@ def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setu
     # The logged DDP metrics are those of the whole validation split: one process
     # validating the DDP checkpoint gets the same accuracy (counts: exact) and loss.
     ckpt = str(ddp_run / "checkpoints/last.ckpt")
-    _cli(tmp_path, env, *_args("validate", cifar, tmp_path / "one", "--ckpt_path", ckpt))
+    _one(*_args("validate", cifar, tmp_path / "one", "--ckpt_path", ckpt))
     single = metrics(tmp_path / "one/debug-validate/version_0")
     assert last(single, "val/acc") == ddp_acc
     assert is_fraction_of(ddp_acc, N_VAL)  # k of 41 images: nothing counted twice
@@ -174,7 +186,7 @@ def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setu
     seen = ranks[0]["seen"]["test"]["0"] + ranks[1]["seen"]["test"]["0"]
     assert sorted(seen) == sorted(ranks[0]["full"]["test"]) and len(seen) == N_TEST
     ddp_test = last(metrics(tmp_path / "ddp/debug-test/version_0"), "test/acc")
-    _cli(tmp_path, env, *_args("test", cifar, tmp_path / "one", "--ckpt_path", ckpt))
+    _one(*_args("test", cifar, tmp_path / "one", "--ckpt_path", ckpt))
     assert last(metrics(tmp_path / "one/debug-test/version_0"), "test/acc") == ddp_test
 
     # Against one process trained on the same data, batch 32 = 2 x 16: each step sees the
@@ -187,7 +199,7 @@ def test_ddp_two_processes_share_count_once_and_match_one_process(tmp_path, setu
     # validation loss to its 4th significant digit (rel 1e-3), and at most one of the 41
     # predictions may flip on a near tie, so |delta acc| <= 1/41.
     one = _args("fit", cifar, tmp_path / "one", *TRAIN, "--data.batch_size", str(2 * BATCH))
-    _cli(tmp_path, env, *one)
+    _one(*one)
     one_rows = metrics(tmp_path / "one/debug/version_0")
     assert abs(last(one_rows, "val/acc") - ddp_acc) <= 1 / N_VAL + 1e-9
     assert last(one_rows, "val/loss") == pytest.approx(ddp_loss, rel=1e-3)
@@ -211,7 +223,7 @@ def test_ddp_predict_shares_the_images_and_writes_one_file_in_their_order(tmp_pa
     assert sorted(a + b) == sorted(ranks[0]["full"]["test"])
     assert result.stdout.count("Wrote 23 predictions") == 1  # rank 0 alone writes
 
-    _cli(tmp_path, env, *_args("predict", cifar, tmp_path / "one", *limits))
+    _one(*_args("predict", cifar, tmp_path / "one", *limits))
     ddp, one = (
         _rows(root / "debug-predict/version_0/predictions.csv")
         for root in (tmp_path / "ddp", tmp_path / "one")

@@ -1,13 +1,15 @@
 """The LightningModule on its own: loss, metrics, optimisers, schedules, compile."""
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_densenet import UserError
+from lightning_densenet import DenseNetConfig, UserError
 from lightning_densenet.module import DenseNetClassifier, load_network
 from lightning_densenet.schedules import image_size, lr_factor
 
@@ -94,25 +96,6 @@ def test_lr_follows_the_schedule_per_step(tmp_path, optimizer: str) -> None:
     assert "val/loss" in trainer.callback_metrics and "train/acc" in trainer.callback_metrics
 
 
-@pytest.mark.slow  # by hand: torch.compile's on-disk cache makes a measured rerun fast
-def test_compiled_checkpoint_loads_uncompiled_strict(tmp_path) -> None:
-    trainer, module = _fit(tmp_path, compile=True)
-    assert module.compiled
-    path = tmp_path / "compiled.ckpt"
-    trainer.save_checkpoint(path)
-    keys = torch.load(path, weights_only=False)["state_dict"].keys()
-    assert not any("_orig_mod" in k for k in keys)
-    net = load_network(str(path))
-    reference = DenseNetClassifier("densenet_tiny", num_classes=10).model
-    reference.load_state_dict(module.model.state_dict(), strict=True)
-    x = torch.randn(4, 3, 32, 32)
-    module.model.eval()
-    reference.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(net(x), reference(x))
-        torch.testing.assert_close(module.model(x), reference(x), rtol=1e-4, atol=1e-5)
-
-
 def test_tta_averages_plain_and_mirrored_logits() -> None:
     torch.manual_seed(0)
     module = DenseNetClassifier("densenet_tiny", num_classes=10, tta=True).eval()
@@ -189,36 +172,6 @@ def test_a_time_budget_ends_training_with_the_schedule(tmp_path) -> None:
     assert module.budget_used_s() == 30.0
 
 
-@pytest.mark.slow  # by hand: torch.compile's on-disk cache makes a measured rerun fast
-def test_compiled_eval_builds_one_graph_per_mode(tmp_path) -> None:
-    """Training and evaluation each compile once: no recompilation when switching modes, at
-    the last, shorter evaluation batch (it is padded to the compiled size), or for the
-    mirrored batch of flip TTA."""
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    x, y = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
-    train = DataLoader(TensorDataset(x, y), batch_size=16, drop_last=True)
-    val = DataLoader(TensorDataset(x, y), batch_size=16)  # 16, 16, 8
-    module = DenseNetClassifier("densenet_tiny", num_classes=10, compile=True, tta=True)
-    trainer = pl.Trainer(
-        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False,
-        default_root_dir=tmp_path, accelerator="cpu", num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(module, train, val)
-    assert module.compiled and counters["stats"]["unique_graphs"] == 2  # train, eval
-    uncompiled = DenseNetClassifier("densenet_tiny", num_classes=10, tta=True).eval()
-    uncompiled.load_state_dict(module.state_dict())
-    module.eval()
-    with torch.no_grad():
-        short = x[:8]  # padded to 16 inside, the padding's logits dropped
-        torch.testing.assert_close(
-            module._eval_logits(short), uncompiled._eval_logits(short), rtol=1e-4, atol=1e-5
-        )
-    assert counters["stats"]["unique_graphs"] == 2
-
-
 def _widths_seen(tmp_path, **kwargs) -> list[tuple[bool, int]]:
     """(training?, image width) of every batch the network was given in `_fit`."""
     seen: list[tuple[bool, int]] = []
@@ -235,16 +188,91 @@ def test_progressive_resizing_trains_small_then_full_and_evaluates_full(tmp_path
     assert {w for training, w in _widths_seen(tmp_path / "off")} == {32}
 
 
-@pytest.mark.slow  # by hand: torch.compile's on-disk cache makes a measured rerun fast
-def test_compiled_progressive_resizing_compiles_one_static_graph_per_size(tmp_path) -> None:
+# Compiling costs seconds per kernel on a CPU, so the compile tests use the smallest DenseNet
+# (one dense block of one bottleneck layer): what they test is the module's compilation.
+COMPILED_NET = DenseNetConfig(growth_rate=4, block_config=(1,), num_init_features=8)
+
+
+@dataclass(frozen=True)
+class CompiledFit:
+    """A 2-epoch fit of the compiled COMPILED_NET with progressive resizing and flip TTA."""
+
+    trainer: pl.Trainer
+    module: DenseNetClassifier
+    train_widths: list[int]  # the image width of each training batch, in order
+    graphs_after_fit: int  # graphs torch.compile built during the fit
+    checkpoint: Path  # saved right after the fit
+
+
+@pytest.fixture(scope="module")
+def compiled_fit(tmp_path_factory: pytest.TempPathFactory) -> CompiledFit:
+    """One compiled fit shared by the tests of compilation (compiling is seconds per graph).
+    Training: 64 images in batches of 16 for 2 epochs, so 8 steps at 16, 16, 24, 24 and
+    then 32 px; validation: 40 images, so a last batch of 8, each batch also mirrored."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
-    seen = _widths_seen(tmp_path, compile=True, progressive_size=16, progressive_until=0.5)
-    assert [w for training, w in seen if training] == [16, 16, 24, 24, 32, 32, 32, 32]
+    tmp_path = tmp_path_factory.mktemp("compiled")
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    train = DataLoader(TensorDataset(x, y), batch_size=16)
+    val = DataLoader(TensorDataset(x[:40], y[:40]), batch_size=16)  # 16, 16, 8
+    module = DenseNetClassifier(
+        COMPILED_NET, num_classes=10, compile=True, tta=True,
+        progressive_size=16, progressive_until=0.5,
+    )  # fmt: skip
+    widths: list[int] = []
+    module.model.register_forward_pre_hook(
+        lambda net, args: widths.append(args[0].shape[-1]) if net.training else None
+    )
+    trainer = pl.Trainer(
+        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(module, train, val)
+    graphs = counters["stats"]["unique_graphs"]
+    trainer.save_checkpoint(tmp_path / "compiled.ckpt")
+    return CompiledFit(trainer, module, widths, graphs, tmp_path / "compiled.ckpt")
+
+
+def test_compiled_progressive_resizing_compiles_one_static_graph_per_size(
+    compiled_fit: CompiledFit,
+) -> None:
+    assert compiled_fit.module.compiled
+    assert compiled_fit.train_widths == [16, 16, 24, 24, 32, 32, 32, 32]
     # Training at 16, 24 and 32 px and evaluation at 32, each once; none of them dynamic.
-    assert counters["stats"]["unique_graphs"] == 4
+    # Evaluation compiles once for all its batches: the last, shorter one is padded to the
+    # compiled size, and flip TTA's mirrored batch has the same shape.
+    assert compiled_fit.graphs_after_fit == 4
+
+
+def test_compiled_eval_pads_a_short_batch_and_matches_the_uncompiled_network(
+    compiled_fit: CompiledFit,
+) -> None:
+    from torch._dynamo.utils import counters
+
+    module = compiled_fit.module
+    uncompiled = DenseNetClassifier(COMPILED_NET, num_classes=10, tta=True).eval()
+    uncompiled.load_state_dict(module.state_dict())
+    module.eval()
+    short = torch.randn(8, 3, 32, 32)  # padded to the compiled 16 inside, the padding dropped
+    with torch.no_grad():
+        torch.testing.assert_close(
+            module._eval_logits(short), uncompiled._eval_logits(short), rtol=1e-4, atol=1e-5
+        )
+    assert counters["stats"]["unique_graphs"] == compiled_fit.graphs_after_fit  # no new graph
+
+
+def test_compiled_checkpoint_loads_uncompiled_strict(compiled_fit: CompiledFit) -> None:
+    keys = torch.load(compiled_fit.checkpoint, weights_only=False)["state_dict"].keys()
+    assert not any("_orig_mod" in k for k in keys)
+    net = load_network(str(compiled_fit.checkpoint))  # an uncompiled DenseNet, strict=True
+    reference = DenseNetClassifier(COMPILED_NET, num_classes=10).model.eval()
+    reference.load_state_dict(compiled_fit.module.model.state_dict(), strict=True)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), reference(x))
 
 
 def test_whitening_stem_is_set_from_the_training_images_and_stays_frozen(tmp_path) -> None:

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from lightning_densenet import PRESETS, DenseNetConfig, UserError
-from tests.helpers import BC_100_K12_PARAMS, PRESET_PARAMS, VARIANTS
+from lightning_densenet import DenseNetConfig, UserError
+from tests.helpers import BC_100_K12_PARAMS, VARIANTS
 from tf_reference import keras_name, torch_name
 from tf_reference.layers import DenseLayer, Head, Stem, Transition
 from tf_reference.model import APIS, build_model
@@ -92,13 +92,10 @@ def randomize_bn_statistics(model: keras.Model, seed: int = 0) -> None:
             variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
 
 
-# Builds every preset in both APIs (about 20 s in all here; the biggest take about 2 s each).
-@pytest.mark.parametrize("api", APIS)
-@pytest.mark.parametrize("name", PRESET_PARAMS)
-def test_presets_have_the_recipe_parameter_counts(name: str, api: str) -> None:
-    model = build_model(name, num_classes=10, api=api)
-    assert counts(model) == expected_counts(PRESETS[name], 10)
-    assert model.output_shape == (None, 10)
+# Every preset, in both APIs, is checked layer by layer (shapes and parameter counts) against
+# the PyTorch one in parity_tests/test_architecture.py, whose counts
+# tests/lightning_densenet/test_model.py checks against the paper: building each again here
+# (24 builds, 24 s) would check nothing more. The formula above is checked on every variant.
 
 
 def test_densenet_bc_100_k12_has_the_papers_parameter_count() -> None:

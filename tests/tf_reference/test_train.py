@@ -82,7 +82,6 @@ def fresh_step(exp: Experiment) -> TrainStep:
 # --- Modes ----------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_lowers_the_loss_and_traces_once(
     mode: str, exp: Experiment, splits: Splits
@@ -120,7 +119,6 @@ def test_modes_follow_the_same_trajectory(exp: Experiment, splits: Splits) -> No
     np.testing.assert_allclose(losses("fit"), eager, rtol=1e-6)
 
 
-@pytest.mark.slow
 def test_eager_function_and_xla_agree_on_one_step(exp: Experiment, splits: Splits) -> None:
     images, labels = batches(splits, 1)[0]
     results = {}
