@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-SLOW_AFTER_S = 0.3  # the quick loop (`-m "not slow"`) keeps what runs in under 0.3 s
+SLOW_AFTER_S = 0.2  # the quick loop (`-m "not slow"`) keeps what runs in under 0.2 s
 DURATIONS = "tests/durations.json"  # relative to the rootdir (the repository)
 _SHARED = "shared_fixture_s"  # the user property that carries a shared fixture's set-up time
 
