@@ -1,6 +1,7 @@
 """What several test files share: the repository's paths, the arguments of a small
-`python -m lightning_densenet` run, its metrics, its one error line, and the small DenseNets
-both frameworks' unit tests build. (Tiny datasets written on the fly: `tests/fake_data.py`.)
+`python -m lightning_densenet` run, its metrics, its one error line, the small DenseNets
+both frameworks' unit tests build, and the parameter counts the paper's recipe gives a
+DenseNet. (Tiny datasets written on the fly: `tests/fake_data.py`.)
 
 Imported as `tests.helpers` (pytest puts the repository root on `sys.path`, see pyproject).
 """
@@ -112,3 +113,46 @@ BC_100_K12_PARAMS = 769_162
 # Every preset, for a parametrized test; those that build slowly (7M+ parameters) are marked
 # `slow` by their measured durations (tests/durations.json).
 PRESET_PARAMS = sorted(PRESETS)
+
+
+def expected_counts(cfg: DenseNetConfig, num_classes: int) -> tuple[int, int]:
+    """(trainable, non-trainable) parameters of a DenseNet, counted from the paper's recipe."""
+    trainable = non_trainable = 0
+
+    def norm(c: int) -> None:  # gamma, beta | moving mean, variance
+        nonlocal trainable, non_trainable
+        if cfg.batch_norm:
+            trainable += 2 * c
+            non_trainable += 2 * c
+
+    def conv(c_in: int, c_out: int, kernel: int) -> None:
+        nonlocal trainable
+        trainable += kernel * kernel * c_in * c_out + (0 if cfg.batch_norm else c_out)
+
+    k, c0 = cfg.growth_rate, cfg.init_features
+    if cfg.stem == "cifar":
+        conv(3, c0, 3)
+    elif cfg.stem == "whitening":  # 2x2 with a bias; PyTorch freezes the kernel, Keras not
+        trainable += 2 * 2 * 3 * c0 + c0
+    else:
+        conv(3, c0, 7)
+        norm(c0)
+    for i, (n_layers, (c_in, c_out)) in enumerate(
+        zip(cfg.block_config, cfg.channels(), strict=True), 1
+    ):
+        for j in range(n_layers):
+            c = c_in + j * k
+            norm(c)
+            if cfg.bottleneck:
+                conv(c, cfg.bn_size * k, 1)
+                norm(cfg.bn_size * k)
+                conv(cfg.bn_size * k, k, 3)
+            else:
+                conv(c, k, 3)
+        if i < len(cfg.block_config):
+            norm(c_out)
+            conv(c_out, int(c_out * cfg.compression), 1)
+    c_final = cfg.channels()[-1][1]
+    norm(c_final)
+    trainable += c_final * num_classes + num_classes
+    return trainable, non_trainable

@@ -7,7 +7,7 @@ import torchvision
 from lightning_densenet import PRESETS, DenseNetConfig, UserError, build_model, resolve_arch
 from lightning_densenet.arch import cifar_densenet
 from lightning_densenet.model import count_parameters
-from tests.helpers import BC_100_K12_PARAMS, VARIANTS
+from tests.helpers import BC_100_K12_PARAMS, PRESET_PARAMS, VARIANTS, expected_counts
 
 # Table 2 of Huang et al. (arXiv 1608.06993), in millions, with 10 classes.
 PAPER_PARAMS_M = {
@@ -39,6 +39,17 @@ CPU_PRESET_PARAMS = {
 def test_cpu_recipe_presets_depth_and_size(name: str) -> None:
     assert PRESETS[name].depth == int(name.split("_")[-2])
     assert count_parameters(build_model(name, num_classes=10)) == CPU_PRESET_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", PRESET_PARAMS)
+def test_every_preset_has_the_recipe_parameter_counts(name: str) -> None:
+    # (parameters, BN running statistics) against the recipe's formula, on the meta device
+    # (shapes only: the biggest preset costs milliseconds).
+    with torch.device("meta"):
+        model = build_model(name, num_classes=10)
+    statistics = sum(b.numel() for n, b in model.named_buffers() if "running" in n)
+    params = count_parameters(model, trainable_only=False)  # frozen ones too, as the formula
+    assert (params, statistics) == expected_counts(PRESETS[name], 10)
 
 
 def test_densenet_bc_100_k12_exact_count() -> None:

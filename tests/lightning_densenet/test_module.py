@@ -197,7 +197,6 @@ COMPILED_NET = DenseNetConfig(growth_rate=4, block_config=(1,), num_init_feature
 class CompiledFit:
     """A 2-epoch fit of the compiled COMPILED_NET with progressive resizing and flip TTA."""
 
-    trainer: pl.Trainer
     module: DenseNetClassifier
     train_widths: list[int]  # the image width of each training batch, in order
     graphs_after_fit: int  # graphs torch.compile built during the fit
@@ -234,7 +233,7 @@ def compiled_fit(tmp_path_factory: pytest.TempPathFactory) -> CompiledFit:
     trainer.fit(module, train, val)
     graphs = counters["stats"]["unique_graphs"]
     trainer.save_checkpoint(tmp_path / "compiled.ckpt")
-    return CompiledFit(trainer, module, widths, graphs, tmp_path / "compiled.ckpt")
+    return CompiledFit(module, widths, graphs, tmp_path / "compiled.ckpt")
 
 
 def test_compiled_progressive_resizing_compiles_one_static_graph_per_size(

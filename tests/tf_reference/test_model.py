@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lightning_densenet import DenseNetConfig, UserError
-from tests.helpers import BC_100_K12_PARAMS, VARIANTS
+from tests.helpers import BC_100_K12_PARAMS, VARIANTS, expected_counts
 from tf_reference import keras_name, torch_name
 from tf_reference.layers import DenseLayer, Head, Stem, Transition
 from tf_reference.model import APIS, build_model
@@ -20,49 +20,6 @@ from tf_reference.names import named_weights, weight_key
 
 # Keras' own `convert_to_numpy` (used by `model.save`) trips NumPy 2's copy-keyword warning.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy")
-
-
-def expected_counts(cfg: DenseNetConfig, num_classes: int) -> tuple[int, int]:
-    """(trainable, non-trainable) parameters of a DenseNet, counted from the paper's recipe."""
-    trainable = non_trainable = 0
-
-    def norm(c: int) -> None:  # gamma, beta | moving mean, variance
-        nonlocal trainable, non_trainable
-        if cfg.batch_norm:
-            trainable += 2 * c
-            non_trainable += 2 * c
-
-    def conv(c_in: int, c_out: int, kernel: int) -> None:
-        nonlocal trainable
-        trainable += kernel * kernel * c_in * c_out + (0 if cfg.batch_norm else c_out)
-
-    k, c0 = cfg.growth_rate, cfg.init_features
-    if cfg.stem == "cifar":
-        conv(3, c0, 3)
-    elif cfg.stem == "whitening":  # 2x2 with a bias; PyTorch freezes the kernel, Keras not
-        trainable += 2 * 2 * 3 * c0 + c0
-    else:
-        conv(3, c0, 7)
-        norm(c0)
-    for i, (n_layers, (c_in, c_out)) in enumerate(
-        zip(cfg.block_config, cfg.channels(), strict=True), 1
-    ):
-        for j in range(n_layers):
-            c = c_in + j * k
-            norm(c)
-            if cfg.bottleneck:
-                conv(c, cfg.bn_size * k, 1)
-                norm(cfg.bn_size * k)
-                conv(cfg.bn_size * k, k, 3)
-            else:
-                conv(c, k, 3)
-        if i < len(cfg.block_config):
-            norm(c_out)
-            conv(c_out, int(c_out * cfg.compression), 1)
-    c_final = cfg.channels()[-1][1]
-    norm(c_final)
-    trainable += c_final * num_classes + num_classes
-    return trainable, non_trainable
 
 
 def counts(model: keras.Model) -> tuple[int, int]:
@@ -93,9 +50,9 @@ def randomize_bn_statistics(model: keras.Model, seed: int = 0) -> None:
 
 
 # Every preset, in both APIs, is checked layer by layer (shapes and parameter counts) against
-# the PyTorch one in parity_tests/test_architecture.py, whose counts
-# tests/lightning_densenet/test_model.py checks against the paper: building each again here
-# (24 builds, 24 s) would check nothing more. The formula above is checked on every variant.
+# the PyTorch one in parity_tests/test_architecture.py, and the PyTorch presets against
+# `expected_counts` in tests/lightning_densenet/test_model.py: building each here again (24
+# builds, 24 s) would check nothing more. Here the formula is checked on every variant.
 
 
 def test_densenet_bc_100_k12_has_the_papers_parameter_count() -> None:
