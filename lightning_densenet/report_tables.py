@@ -258,7 +258,7 @@ def results(reports: Path, doc: Path) -> str:
 
 
 def compute_runs(reports: Path, doc: Path) -> str:
-    """The compute recipe's seeds and the baseline on the same budget, once committed."""
+    """The compute recipe's seeds and the other recipes on the same budget, once committed."""
     path = reports / "compute_recipe/results.json"
     if not path.is_file():
         return ""
@@ -279,7 +279,7 @@ def compute_runs(reports: Path, doc: Path) -> str:
     acc, n = found["seeds"]["holdout_acc"], len(found["runs"])
     mean = f"**{acc['mean']:.2f}% ± {acc['std']:.2f}**"
     rows.append([f"**mean of {n} seed{'s' if n > 1 else ''}**", "", "", "", mean, "", ""])
-    rows += [cells(r["label"], r) for r in found.get("baselines", [])]
+    rows += [cells(r["label"], r) for r in found.get("others", [])]
     header = ["run", "PFLOP", "epochs", "val/acc (1,000)", "hold-out (5,000)", "minutes"]
     return markdown_table([*header, "GFLOP/s (cores)"], rows, "lrrrrrr")
 

@@ -1,13 +1,14 @@
 """Seeds of a compute-budgeted recipe: a table, a JSON and accuracy against training compute.
 
     python reports/compute_recipe/summarize.py OUT_DIR RUN_DIR [RUN_DIR ...] \
-        [--baseline LABEL=RUN_DIR ...]
+        [--other LABEL=RUN_DIR ...]
 
 Each RUN_DIR holds a fit run's `config.yaml` and `metrics.csv`, the `test_metrics.csv` of
 `test` on its last checkpoint (the hold-out, read once) and `machine.json`, how the run had
 the machine (`{"cores": 1, "alone": false}`: its minutes and GFLOP/s are a benchmark only
 when it had both cores to itself). The RUN_DIRs are seeds of one
-recipe; a `--baseline` is another recipe on the same budget, shown beside them. OUT_DIR gets
+recipe; an `--other` is another recipe on the same budget (a baseline, a candidate), shown
+beside them under its label. OUT_DIR gets
 `results.json`, `results.md` (one row per run; the seeds' mean, sample standard deviation and
 range) and `accuracy_vs_pflop.png`, with the reference points of `OUT_DIR/reference.json`.
 """
@@ -72,19 +73,19 @@ def _cells(label: str, r: dict) -> list[str]:
     ]
 
 
-def main(out: Path, runs: list[Path], baselines: dict[str, Path]) -> None:
+def main(out: Path, runs: list[Path], other_runs: dict[str, Path]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [run_summary(run) for run in runs]
-    others = {label: run_summary(run) for label, run in baselines.items()}
+    others = {label: run_summary(run) for label, run in other_runs.items()}
     stats = {key: spread([r[key] for r in rows]) for key in ("holdout_acc", "val_acc", "pflop")}
     results = {
         "runs": rows,
         "seeds": stats,
-        "baselines": [{"label": label, **r} for label, r in others.items()],
+        "others": [{"label": label, **r} for label, r in others.items()],
     }
     write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
 
@@ -113,7 +114,7 @@ def main(out: Path, runs: list[Path], baselines: dict[str, Path]) -> None:
         [
             *(_cells(r["run"], r) for r in rows),
             mean,
-            *(_cells(f"baseline: {label}", r) for label, r in others.items()),
+            *(_cells(label, r) for label, r in others.items()),
         ],
         align="lrrrrrrr",
     )
@@ -123,7 +124,7 @@ def main(out: Path, runs: list[Path], baselines: dict[str, Path]) -> None:
     curves = [
         (f"{r['run']} (seed {r['seed']})", r, run, "-") for r, run in zip(rows, runs, strict=True)
     ]
-    curves += [(label, others[label], run, "--") for label, run in baselines.items()]
+    curves += [(label, others[label], run, "--") for label, run in other_runs.items()]
     for label, r, run, style in curves:
         curve = read_epochs(run / "metrics.csv")
         (line,) = ax.plot(
@@ -166,7 +167,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--baseline", action="append", default=[], metavar="LABEL=RUN_DIR")
+    parser.add_argument("--other", action="append", default=[], metavar="LABEL=RUN_DIR")
     args = parser.parse_args()
-    baselines = {label: Path(run) for label, run in (b.split("=", 1) for b in args.baseline)}
-    main(args.out, args.runs, baselines)
+    others = {label: Path(run) for label, run in (b.split("=", 1) for b in args.other)}
+    main(args.out, args.runs, others)
