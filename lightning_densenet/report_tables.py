@@ -188,34 +188,54 @@ def _evaluated_on(config: dict[str, Any]) -> str:
 # The tables. Each takes the reports folder and the document it goes into (for links).
 
 
+def _seeds_row(name: str, runs: list[dict[str, Any]], on: str, link: str) -> list[str]:
+    """A results row for the seeds of one recipe: hold-out mean ± std, minutes and GFLOP/s of
+    the runs that had the machine to themselves (only those time it)."""
+    accs = [r["holdout_acc"] for r in runs]
+    alone = [r for r in runs if r["machine"]["alone"]]
+    if len(runs) > 1:
+        name += f": mean ± std of {len(runs)} seeds"
+        accuracy = (
+            f"**{statistics.mean(accs):.1f}% ± {statistics.stdev(accs):.2f}** "
+            f"({min(accs):.1f}-{max(accs):.1f})"
+        )
+    else:
+        name, accuracy = f"{name}: 1 seed", f"{accs[0]:.1f}%"
+    return [
+        name,
+        accuracy,
+        on,
+        f"{statistics.mean(r['fit_minutes'] for r in alone):.1f} min (the 2 cores)"
+        if alone
+        else "not timed alone",
+        f"{statistics.mean(r['pflop'] for r in runs):.3f}",
+        f"{statistics.mean(r['gflops_per_s'] for r in alone):.0f}" if alone else "-",
+        link,
+    ]
+
+
 def results(reports: Path, doc: Path) -> str:
     """The README's results: accuracy with its cost, the TF baseline beside it."""
     rows = []
     compute = reports / "compute_recipe/results.json"
     if compute.is_file():
         found = _json(compute)
-        runs, seeds = found["runs"], found["seeds"]
-        acc = seeds["holdout_acc"]
-        alone = [r for r in runs if r["machine"]["alone"]]
         configs = sorted((reports / "compute_recipe").glob("runs/*/config.yaml"))
         on = _evaluated_on(_config(configs[0].parent)) if configs else "held-out images"
+        link = _link(doc, reports / "compute_recipe", "compute_recipe")
+        budget = f"{found['runs'][0]['budget_pflop']:g} PFLOP"
         rows.append(
-            [
-                f"CPU compute recipe (`cifar10_short.yaml`), {runs[0]['budget_pflop']:g} PFLOP: "
-                + (f"mean ± std of {len(runs)} seeds" if len(runs) > 1 else "1 seed"),
-                f"**{acc['mean']:.1f}% ± {acc['std']:.2f}** ({acc['min']:.1f}-{acc['max']:.1f})"
-                if len(runs) > 1
-                else f"{acc['mean']:.1f}%",
-                on,
-                # Only a run that had the machine to itself times it.
-                f"{statistics.mean(r['fit_minutes'] for r in alone):.1f} min (the 2 cores)"
-                if alone
-                else "not timed alone",
-                f"{seeds['pflop']['mean']:.3f}",
-                f"{statistics.mean(r['gflops_per_s'] for r in alone):.0f}" if alone else "-",
-                _link(doc, reports / "compute_recipe", "compute_recipe"),
-            ]
+            _seeds_row(
+                f"CPU compute recipe (`cifar10_short.yaml`), {budget}", found["runs"], on, link
+            )
         )
+        # Candidates for the recipe, on the same budget: `summarize.py --other "candidate: ..."`.
+        candidates: dict[str, list[dict[str, Any]]] = {}
+        for r in found.get("others", []):
+            if r["label"].startswith("candidate: "):
+                candidates.setdefault(r["label"].removeprefix("candidate: "), []).append(r)
+        for label, group in candidates.items():
+            rows.append(_seeds_row(f"candidate: the same with {label}, {budget}", group, on, link))
     for folder, name in (
         ("cpu_recipe", "CPU time recipe, 27 minutes (`densenet_c_21_k64`): 1 seed"),
         ("cpu_recipe_c15_k64", "the same budget, `densenet_c_15_k64` at full size: 1 seed"),

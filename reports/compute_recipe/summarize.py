@@ -73,19 +73,19 @@ def _cells(label: str, r: dict) -> list[str]:
     ]
 
 
-def main(out: Path, runs: list[Path], other_runs: dict[str, Path]) -> None:
+def main(out: Path, runs: list[Path], other_runs: list[tuple[str, Path]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [run_summary(run) for run in runs]
-    others = {label: run_summary(run) for label, run in other_runs.items()}
+    others = [(label, run_summary(run)) for label, run in other_runs]  # a label may repeat
     stats = {key: spread([r[key] for r in rows]) for key in ("holdout_acc", "val_acc", "pflop")}
     results = {
         "runs": rows,
         "seeds": stats,
-        "others": [{"label": label, **r} for label, r in others.items()],
+        "others": [{"label": label, **r} for label, r in others],
     }
     write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
 
@@ -114,7 +114,7 @@ def main(out: Path, runs: list[Path], other_runs: dict[str, Path]) -> None:
         [
             *(_cells(r["run"], r) for r in rows),
             mean,
-            *(_cells(label, r) for label, r in others.items()),
+            *(_cells(label, r) for label, r in others),
         ],
         align="lrrrrrrr",
     )
@@ -124,7 +124,10 @@ def main(out: Path, runs: list[Path], other_runs: dict[str, Path]) -> None:
     curves = [
         (f"{r['run']} (seed {r['seed']})", r, run, "-") for r, run in zip(rows, runs, strict=True)
     ]
-    curves += [(label, others[label], run, "--") for label, run in other_runs.items()]
+    curves += [
+        (f"{label} (seed {r['seed']})", r, run, "--")
+        for (label, r), (_, run) in zip(others, other_runs, strict=True)
+    ]
     for label, r, run, style in curves:
         curve = read_epochs(run / "metrics.csv")
         (line,) = ax.plot(
@@ -169,5 +172,5 @@ if __name__ == "__main__":
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--other", action="append", default=[], metavar="LABEL=RUN_DIR")
     args = parser.parse_args()
-    others = {label: Path(run) for label, run in (b.split("=", 1) for b in args.other)}
+    others = [(label, Path(run)) for label, run in (b.split("=", 1) for b in args.other)]
     main(args.out, args.runs, others)
