@@ -80,12 +80,12 @@ def main(out: Path, runs: list[Path], other_runs: list[tuple[str, Path]]) -> Non
     import matplotlib.pyplot as plt
 
     rows = [run_summary(run) for run in runs]
-    others = [(label, run_summary(run)) for label, run in other_runs]  # a label may repeat
+    others = [(label, run_summary(run), run) for label, run in other_runs]  # labels may repeat
     stats = {key: spread([r[key] for r in rows]) for key in ("holdout_acc", "val_acc", "pflop")}
     results = {
         "runs": rows,
         "seeds": stats,
-        "others": [{"label": label, **r} for label, r in others],
+        "others": [{"label": label, **r} for label, r, _ in others],
     }
     write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
 
@@ -114,7 +114,7 @@ def main(out: Path, runs: list[Path], other_runs: list[tuple[str, Path]]) -> Non
         [
             *(_cells(r["run"], r) for r in rows),
             mean,
-            *(_cells(label, r) for label, r in others),
+            *(_cells(label, r) for label, r, _ in others),
         ],
         align="lrrrrrrr",
     )
@@ -124,10 +124,7 @@ def main(out: Path, runs: list[Path], other_runs: list[tuple[str, Path]]) -> Non
     curves = [
         (f"{r['run']} (seed {r['seed']})", r, run, "-") for r, run in zip(rows, runs, strict=True)
     ]
-    curves += [
-        (f"{label} (seed {r['seed']})", r, run, "--")
-        for (label, r), (_, run) in zip(others, other_runs, strict=True)
-    ]
+    curves += [(f"{label} (seed {r['seed']})", r, run, "--") for label, r, run in others]
     for label, r, run, style in curves:
         curve = read_epochs(run / "metrics.csv")
         (line,) = ax.plot(
